@@ -1,0 +1,58 @@
+"""The `drivetl` command. Thin: parses arguments, then calls the package's functions.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``.
+The list below is the closed set of subcommands; a module is imported when the parser is built,
+so command modules keep heavy imports (torch extensions, open3d, Waymo protobufs) inside ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from drivetl import __version__
+from drivetl.errors import DrivetlError
+
+# (name, module, one-line help)
+_COMMANDS: tuple[tuple[str, str, str], ...] = (
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="drivetl",
+        description=(
+            "Pretrain LiDAR and camera encoders on Waymo-format data, fine-tune adapters on your own "
+            "rig, and evaluate on your own fleet data."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"drivetl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name, help_text in _COMMANDS:
+        module = importlib.import_module(module_name)
+        cmd = sub.add_parser(name, help=help_text, description=getattr(module, "DESCRIPTION", help_text))
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args._run(args) or 0)
+    except DrivetlError as exc:
+        print(f"drivetl {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"drivetl {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
