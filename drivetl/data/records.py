@@ -177,3 +177,31 @@ class FrameRecord:
         if pose.shape != (4, 4):
             raise ValueError(f"frame {self.key}: world_from_vehicle must be 4x4, got {pose.shape}")
         object.__setattr__(self, "world_from_vehicle", pose)
+
+
+@dataclass(frozen=True, eq=False)
+class Sample:
+    """A canonicalized (and possibly augmented) frame, ready to collate (hop 2 of the data flow).
+
+    points: (N, C) float32 in the canonical vehicle frame (x forward, y left, z up, metres, ground at
+        z = 0), columns named by `columns` (x, y, z, intensity first; intensity canonical in [0, 1]).
+    boxes: boxes in the same canonical frame.
+    images: camera name -> (H, W, 3) uint8 RGB, one entry per camera in `cameras` that has an image.
+    cameras: camera models whose `vehicle_from_camera` is expressed in the canonical frame (so
+        projecting `points` with them lands on `images`).
+    """
+
+    key: FrameKey
+    points: np.ndarray
+    columns: tuple[str, ...]
+    boxes: Boxes
+    images: Mapping[str, np.ndarray] = field(default_factory=dict)
+    cameras: tuple = ()
+    rig_name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.points.ndim != 2 or self.points.shape[1] != len(self.columns):
+            raise ValueError(f"sample {self.key}: points {self.points.shape} vs columns {self.columns}")
+        if self.points.dtype != np.float32:
+            object.__setattr__(self, "points", self.points.astype(np.float32))
+        object.__setattr__(self, "images", _frozen(self.images))
