@@ -1,6 +1,6 @@
 """The `drivetl` command. Thin: parses arguments, then calls the package's functions.
 
-Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``.
+Each subcommand lives in its own module of `drivetl.commands` exposing ``add_arguments(parser)`` and ``run(args) -> int``.
 The list below is the closed set of subcommands; a module is imported when the parser is built,
 so command modules keep heavy imports (torch extensions, open3d, Waymo protobufs) inside ``run``.
 """
@@ -17,6 +17,7 @@ from drivetl.errors import DrivetlError
 
 # (name, module, one-line help)
 _COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("rig", "drivetl.commands.rig", "validate and summarize rig files, estimate beam patterns"),
 )
 
 
