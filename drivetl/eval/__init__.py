@@ -1,1 +1,52 @@
-"""drivetl.eval."""
+"""drivetl.eval: detection metrics (exact rotated-box IoU, AP/APH by class, range and difficulty)
+and report helpers (PR curves, per-range bars, comparison tables, BEV renders).
+
+Importing this package loads neither torch nor matplotlib; `DetectionEvaluator.sync` uses
+torch.distributed only when a process group is already initialized, and the plot helpers import
+matplotlib (Agg canvas, no pyplot state) when called.
+"""
+
+from drivetl.eval._ap import PRCurve, average_precision, pr_curve
+from drivetl.eval._config import (
+    DEFAULT_DISTANCE_THRESHOLDS,
+    DEFAULT_IOU_THRESHOLDS,
+    LEVELS,
+    Detections,
+    EvalConfig,
+)
+from drivetl.eval._evaluator import DetectionEvaluator
+from drivetl.eval._iou import bev_intersection_area, bev_iou, box_corners_bev, box_iou, iou_3d
+from drivetl.eval._matching import centre_distance, greedy_match, heading_accuracy
+from drivetl.eval._report import (
+    comparison_table,
+    write_bev_frame,
+    write_pr_curves,
+    write_range_bars,
+)
+from drivetl.eval._result import DetectionResult, MetricEntry
+
+__all__ = [
+    "DEFAULT_DISTANCE_THRESHOLDS",
+    "DEFAULT_IOU_THRESHOLDS",
+    "LEVELS",
+    "DetectionEvaluator",
+    "DetectionResult",
+    "Detections",
+    "EvalConfig",
+    "MetricEntry",
+    "PRCurve",
+    "average_precision",
+    "bev_intersection_area",
+    "bev_iou",
+    "box_corners_bev",
+    "box_iou",
+    "centre_distance",
+    "comparison_table",
+    "greedy_match",
+    "heading_accuracy",
+    "iou_3d",
+    "pr_curve",
+    "write_bev_frame",
+    "write_pr_curves",
+    "write_range_bars",
+]
