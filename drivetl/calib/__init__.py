@@ -1,1 +1,47 @@
-"""drivetl.calib."""
+"""drivetl.calib: sensor geometry — rigid transforms, camera and LiDAR models, the rig file.
+
+Imports nothing else of drivetl except `drivetl.errors` (and the `drivetl._io` leaf for writing).
+"""
+
+from drivetl.calib.camera import CAMERA_FROM_OPTICAL, OPTICAL_FROM_CAMERA, CameraModel
+from drivetl.calib.kitti import rig_from_kitti_calib
+from drivetl.calib.lidar import IntensityEncoding, LidarModel
+from drivetl.calib.rig import SensorRig, load_rig, rig_from_dict, rig_to_dict, save_rig
+from drivetl.calib.se3 import (
+    check_rigid,
+    compose,
+    invert,
+    make_transform,
+    quaternion_wxyz_from_rotation,
+    rotation_from_quaternion_wxyz,
+    rotation_from_quaternion_xyzw,
+    rotation_from_rpy,
+    rpy_from_rotation,
+    transform_points,
+    transforms_from_rpy_xyz,
+)
+
+__all__ = [
+    "CAMERA_FROM_OPTICAL",
+    "OPTICAL_FROM_CAMERA",
+    "CameraModel",
+    "IntensityEncoding",
+    "LidarModel",
+    "SensorRig",
+    "check_rigid",
+    "compose",
+    "invert",
+    "load_rig",
+    "make_transform",
+    "quaternion_wxyz_from_rotation",
+    "rig_from_dict",
+    "rig_from_kitti_calib",
+    "rig_to_dict",
+    "rotation_from_quaternion_wxyz",
+    "rotation_from_quaternion_xyzw",
+    "rotation_from_rpy",
+    "rpy_from_rotation",
+    "save_rig",
+    "transform_points",
+    "transforms_from_rpy_xyz",
+]
