@@ -18,6 +18,8 @@ from drivetl.errors import DrivetlError
 # (name, module, one-line help)
 _COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("rig", "drivetl.commands.rig", "validate and summarize rig files, estimate beam patterns"),
+    ("import", "drivetl.commands.import_", "import KITTI or TRI DGP data into the team format"),
+    ("check", "drivetl.commands.check", "check a data folder: overlays, histograms, warnings with fixes"),
 )
 
 
