@@ -20,6 +20,8 @@ _COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("rig", "drivetl.commands.rig", "validate and summarize rig files, estimate beam patterns"),
     ("import", "drivetl.commands.import_", "import KITTI or TRI DGP data into the team format"),
     ("check", "drivetl.commands.check", "check a data folder: overlays, histograms, warnings with fixes"),
+    ("convert", "drivetl.commands.convert", "convert Waymo v1 TFRecords into the training cache (parallel, resumable)"),
+    ("info", "drivetl.commands.info", "print what a Waymo v1 TFRecord holds; --check verifies every CRC"),
 )
 
 

@@ -1,0 +1,133 @@
+"""Bad Waymo input: each case is one clear DataError (file, record, offset) or a counted skip."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from drivetl.data._tfrecord import TFRecordWriter
+from drivetl.data.waymo import RangeImageData, WaymoV1Reader, WaymoWriter, build_frame
+from drivetl.data.waymo._synthetic import synthetic_frame
+from drivetl.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def small():
+    return synthetic_frame(2, top_shape=(8, 40), side_shape=(6, 24))
+
+
+def _good_bytes(small) -> bytes:
+    record, range_images = small
+    return build_frame(record, range_images).SerializeToString()
+
+
+def _write(path, records: list[bytes]):
+    with TFRecordWriter(path) as w:
+        for r in records:
+            w.write(r)
+    return path
+
+
+def test_truncated_file(tmp_path, small) -> None:
+    good = _good_bytes(small)
+    path = _write(tmp_path / "x.tfrecord", [good, good])
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) - 100])
+    with pytest.raises(DataError, match=rf"x\.tfrecord: record 1 at byte offset {16 + len(good)}: truncated"):
+        list(WaymoV1Reader(path))
+    reader = WaymoV1Reader(path, skip_corrupt=True)
+    assert len(list(reader)) == 1 and reader.skipped == 1
+
+
+def test_flipped_byte(tmp_path, small) -> None:
+    good = _good_bytes(small)
+    path = _write(tmp_path / "flip.tfrecord", [good, good, good])
+    raw = bytearray(path.read_bytes())
+    raw[(16 + len(good)) + 12 + 1000] ^= 0x10  # record 1's data
+    path.write_bytes(bytes(raw))
+    with pytest.raises(
+        DataError, match=rf"flip\.tfrecord: record 1 at byte offset {16 + len(good)}: data CRC"
+    ):
+        list(WaymoV1Reader(path))
+    reader = WaymoV1Reader(path, skip_corrupt=True)
+    frames = list(reader)
+    assert len(frames) == 2 and reader.skipped == 1
+    assert len(frames[1].points()) == len(frames[0].points()) > 0
+
+
+def test_record_that_is_not_a_frame(tmp_path, small) -> None:
+    good = _good_bytes(small)
+    rng = np.random.default_rng(0)
+    garbage = [b"\xff" * 40, rng.integers(0, 256, 500, dtype=np.uint8).tobytes(), b"\x08\x01"]
+    for i, junk in enumerate(garbage):
+        path = _write(tmp_path / f"junk{i}.tfrecord", [good, junk, good])
+        with pytest.raises(
+            DataError, match=rf"junk{i}\.tfrecord: record 1 at byte offset \d+: not a Waymo v1 Frame"
+        ):
+            list(WaymoV1Reader(path))
+        reader = WaymoV1Reader(path, skip_corrupt=True)
+        assert len(list(reader)) == 2 and reader.skipped == 1
+
+
+def test_laser_without_calibration(tmp_path, small) -> None:
+    record, range_images = small
+    proto = build_frame(record, range_images)
+    kept = [c for c in proto.context.laser_calibrations if c.name != 3]  # drop SIDE_LEFT's calibration
+    del proto.context.laser_calibrations[:]
+    proto.context.laser_calibrations.extend(kept)
+    path = _write(tmp_path / "nocal.tfrecord", [proto.SerializeToString(), _good_bytes(small)])
+    with pytest.raises(
+        DataError,
+        match=r"nocal\.tfrecord: record 0 at byte offset 0: laser SIDE_LEFT has range "
+        r"images but the frame's context has no calibration",
+    ):
+        list(WaymoV1Reader(path))
+    reader = WaymoV1Reader(path, skip_corrupt=True)
+    assert len(list(reader)) == 1 and reader.skipped == 1
+
+
+def test_damaged_range_image_payload(tmp_path, small) -> None:
+    record, range_images = small
+    proto = build_frame(record, range_images)
+    proto.lasers[1].ri_return2.range_image_compressed = b"not zlib at all"
+    path = _write(tmp_path / "zlib.tfrecord", [proto.SerializeToString()])
+    frame = next(iter(WaymoV1Reader(path)))
+    with pytest.raises(
+        DataError,
+        match=r"zlib\.tfrecord: record 0 at byte offset 0: laser FRONT return 2: "
+        r"cannot decode",
+    ):
+        frame.points()
+
+
+def test_inclination_count_mismatch(tmp_path, small) -> None:
+    record, range_images = small
+    proto = build_frame(record, range_images)
+    top = next(c for c in proto.context.laser_calibrations if c.name == 1)
+    del top.beam_inclinations[-1]
+    path = _write(tmp_path / "inc.tfrecord", [proto.SerializeToString()])
+    frame = next(iter(WaymoV1Reader(path)))
+    with pytest.raises(
+        DataError, match="laser TOP calibration has 7 beam inclinations but its range image has 8"
+    ):
+        frame.points()
+
+
+def test_writer_rejects_what_waymo_cannot_hold(tmp_path, small) -> None:
+    record, range_images = small
+    bad_shape = dict(range_images)
+    bad_shape["FRONT"] = RangeImageData("FRONT", range_images["FRONT"].range_image[:, :5])
+    path = tmp_path / "w.tfrecord"
+    with pytest.raises(
+        DataError, match="laser FRONT range image is 5x24 but the rig says 6 beams x 24 columns"
+    ):
+        with WaymoWriter(path) as w:
+            w.write(record, bad_shape)
+    assert not path.exists() and not list(tmp_path.iterdir())  # nothing half-written left behind
+    boxes = dataclasses.replace(record.boxes, classes=("truck",) + record.boxes.classes[1:])
+    with pytest.raises(DataError, match="box 0 has class 'truck'"):
+        build_frame(dataclasses.replace(record, boxes=boxes), range_images)
+    with pytest.raises(ValueError, match="per-pixel pose for the TOP laser only"):
+        RangeImageData("FRONT", range_images["FRONT"].range_image, np.zeros((6, 24, 6), np.float32))
