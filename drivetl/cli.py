@@ -18,6 +18,7 @@ from drivetl.errors import DrivetlError
 # (name, module, one-line help)
 _COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("rig", "drivetl.commands.rig", "validate and summarize rig files, estimate beam patterns"),
+    ("simulate", "drivetl.commands.simulate", "simulate a rig in generated street scenes (Waymo or team format)"),
     ("import", "drivetl.commands.import_", "import KITTI or TRI DGP data into the team format"),
     ("check", "drivetl.commands.check", "check a data folder: overlays, histograms, warnings with fixes"),
     ("convert", "drivetl.commands.convert", "convert Waymo v1 TFRecords into the training cache (parallel, resumable)"),
