@@ -23,6 +23,7 @@ _COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("check", "drivetl.commands.check", "check a data folder: overlays, histograms, warnings with fixes"),
     ("convert", "drivetl.commands.convert", "convert Waymo v1 TFRecords into the training cache (parallel, resumable)"),
     ("info", "drivetl.commands.info", "print what a Waymo v1 TFRecord holds; --check verifies every CRC"),
+    ("build-ops", "drivetl.commands.build_ops", "compile the CPU/CUDA voxelization kernels ahead of time"),
 )
 
 
