@@ -1,0 +1,100 @@
+"""Dynamic pillarization of a batch through `drivetl.ops`, and the pillar feature net (PointNet-style)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from drivetl.ops import VoxelGrid, scatter_reduce, voxelize
+
+__all__ = ["Pillars", "PillarFeatureNet", "pillarize"]
+
+
+@dataclass(frozen=True)
+class Pillars:
+    """The non-empty pillars of a batch.
+
+    point_pillar: (N,) int64 pillar index of every point, -1 for points outside the grid.
+    coords: (P, 3) int64 ``(batch, iy, ix)`` of every pillar.
+    num_pillars: P.
+    """
+
+    point_pillar: torch.Tensor
+    coords: torch.Tensor
+    num_pillars: int
+
+
+def pillarize(points: torch.Tensor, offsets: torch.Tensor, grid: VoxelGrid) -> Pillars:
+    """Group points (N, C>=3 float32, vehicle frame, metres) into the pillars of `grid` (one z cell)."""
+    out = voxelize(points[:, :3].contiguous(), offsets, grid, reduce=None, backend="auto")
+    coords = out.coords.long()  # (P, 4) batch, z, y, x
+    return Pillars(out.point_to_voxel.long(), coords[:, [0, 2, 3]], int(coords.shape[0]))
+
+
+def _segment(values: torch.Tensor, index: torch.Tensor, n: int, reduce: str) -> torch.Tensor:
+    return scatter_reduce(values, index, n, reduce)
+
+
+class PillarFeatureNet(nn.Module):
+    """Point features -> one feature vector per pillar.
+
+    Point features: x, y, z, intensity (+ elongation when `use_elongation`), offsets of the point to its
+    pillar's point mean (3) and to the pillar's centre (2): ``in = 4 (+1) + 5``. Each layer is
+    Linear -> BatchNorm -> ReLU; between layers the pillar max is concatenated back to every point;
+    the output is the max over the pillar's points (scatter max).
+    """
+
+    def __init__(self, grid: VoxelGrid, channels: tuple[int, ...] = (32,), use_elongation: bool = False):
+        super().__init__()
+        self.grid = grid
+        self.use_elongation = use_elongation
+        in_ch = 4 + int(use_elongation) + 5
+        layers = []
+        for i, c in enumerate(channels):
+            layers.append(
+                nn.ModuleDict(
+                    {
+                        "linear": nn.Linear(in_ch if i == 0 else 2 * channels[i - 1], c, bias=False),
+                        "norm": nn.BatchNorm1d(c, eps=1e-3, momentum=0.01),
+                    }
+                )
+            )
+        self.layers = nn.ModuleList(layers)
+        self.out_channels = channels[-1]
+
+    def point_features(
+        self, points: torch.Tensor, columns: tuple[str, ...], pillars: Pillars
+    ) -> torch.Tensor:
+        """(N_kept, F) decorated point features of the points inside the grid."""
+        keep = pillars.point_pillar >= 0
+        idx = pillars.point_pillar[keep]
+        pts = points[keep]
+        xyz = pts[:, :3]
+        feats = [xyz, pts[:, 3:4]]
+        if self.use_elongation:
+            if "elongation" in columns:
+                feats.append(pts[:, columns.index("elongation")].unsqueeze(1))
+            else:
+                feats.append(torch.zeros_like(pts[:, :1]))
+        mean = _segment(xyz, idx, pillars.num_pillars, "mean")
+        feats.append(xyz - mean[idx])
+        sx, sy = self.grid.voxel_size[0], self.grid.voxel_size[1]
+        x0, y0 = self.grid.point_range[0], self.grid.point_range[1]
+        cyx = pillars.coords[idx, 1:].to(xyz.dtype)
+        centre = torch.stack([(cyx[:, 1] + 0.5) * sx + x0, (cyx[:, 0] + 0.5) * sy + y0], 1)
+        feats.append(xyz[:, :2] - centre)
+        return torch.cat(feats, 1)
+
+    def forward(self, points: torch.Tensor, columns: tuple[str, ...], pillars: Pillars) -> torch.Tensor:
+        """(P, out_channels) pillar features."""
+        idx = pillars.point_pillar[pillars.point_pillar >= 0]
+        x = self.point_features(points, columns, pillars)
+        pooled = x.new_zeros((pillars.num_pillars, self.out_channels))
+        for i, layer in enumerate(self.layers):
+            x = torch.relu(layer["norm"](layer["linear"](x)))
+            pooled = _segment(x, idx, pillars.num_pillars, "max")
+            if i + 1 < len(self.layers):
+                x = torch.cat([x, pooled[idx]], 1)
+        return pooled

@@ -1,0 +1,74 @@
+"""Target assignment and decoding: perfect predictions decode back to the boxes they came from."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from drivetl.models.heads import REGRESSION, BEVGeometry, CenterHead, assign_targets, decode, gaussian_radius
+
+GEO = BEVGeometry(x_min=-16.0, y_min=-16.0, cell_x=0.5, cell_y=0.5, height=64, width=64)
+
+
+def _boxes():
+    boxes = torch.tensor(
+        [
+            [3.3, -4.1, 0.8, 4.5, 1.9, 1.6, 0.4],
+            [-7.7, 6.2, 0.9, 0.8, 0.7, 1.8, -2.9],
+            [10.1, 10.4, 0.85, 1.8, 0.6, 1.7, math.pi],
+            [40.0, 0.0, 1.0, 4.0, 2.0, 1.5, 0.0],  # outside the map: ignored
+            [-2.0, 1.0, 0.8, 4.2, 1.8, 1.5, 1.2],
+        ]
+    )
+    return boxes, torch.tensor([0, 4, 5]), torch.tensor([0, 1, 2, 0, 0])
+
+
+def test_targets_peak_at_centres_and_regress_the_box() -> None:
+    boxes, offsets, classes = _boxes()
+    t = assign_targets(boxes, offsets, classes, 4, GEO)
+    assert t.heatmap.shape == (2, 4, 64, 64)
+    assert t.mask.sum(1).tolist() == [3, 1]  # frame 0 lost the out-of-map box
+    assert float(t.heatmap.max()) == 1.0 and int((t.heatmap == 1).sum()) == 4
+    # frame 0, object 0: centre cell and regression targets
+    ix, iy = int((3.3 + 16) / 0.5), int((-4.1 + 16) / 0.5)
+    assert int(t.index[0, 0]) == iy * 64 + ix
+    assert t.heatmap[0, 0, iy, ix] == 1.0
+    reg = t.regression[0, 0]
+    assert torch.allclose(reg[:2], torch.tensor([(3.3 + 16) / 0.5 - ix, (-4.1 + 16) / 0.5 - iy]), atol=1e-5)
+    assert torch.allclose(reg[3:6].exp(), boxes[0, 3:6], atol=1e-5)
+    assert torch.allclose(torch.atan2(reg[6], reg[7]), boxes[0, 6], atol=1e-5)
+    assert len(REGRESSION) == 8
+
+
+def test_gaussian_radius_grows_with_size() -> None:
+    r = gaussian_radius(torch.tensor([2.0, 8.0, 20.0]), torch.tensor([2.0, 4.0, 8.0]))
+    assert bool((r[1:] > r[:-1]).all()) and bool((r > 0).all())
+
+
+def test_decode_inverts_perfect_predictions() -> None:
+    boxes, offsets, classes = _boxes()
+    t = assign_targets(boxes, offsets, classes, 4, GEO)
+    logits = torch.logit(t.heatmap.clamp(1e-4, 1 - 1e-4))
+    reg = torch.zeros(2, 8, 64 * 64)
+    for b in range(2):
+        for k in range(int(t.mask[b].sum())):
+            reg[b, :, t.index[b, k]] = t.regression[b, k]
+    dets = decode(logits, reg.view(2, 8, 64, 64), GEO, score_threshold=0.5)
+    assert [len(d.boxes) for d in dets] == [3, 1]
+    expected = [boxes[[0, 1, 2]], boxes[[4]]]
+    for det, exp, lab in zip(dets, expected, ([0, 1, 2], [0]), strict=True):
+        order = det.boxes[:, 0].argsort()
+        eo = exp[:, 0].argsort()
+        got, want = det.boxes[order], exp[eo]
+        assert torch.allclose(got[:, :6], want[:, :6], atol=1e-4)
+        dh = torch.remainder(got[:, 6] - want[:, 6] + math.pi, 2 * math.pi) - math.pi
+        assert float(dh.abs().max()) < 1e-4
+        assert sorted(det.labels.tolist()) == sorted(lab)
+
+
+def test_head_shapes_and_prior() -> None:
+    head = CenterHead(16, 3, 8, prior=0.1)
+    hm, reg = head(torch.randn(2, 16, 20, 24))
+    assert hm.shape == (2, 3, 20, 24) and reg.shape == (2, 8, 20, 24)
+    assert abs(float(head.heatmap[-1].bias.detach().sigmoid().mean()) - 0.1) < 1e-5

@@ -1,0 +1,106 @@
+"""The LiDAR encoder: pillars through drivetl.ops, BEV shapes, point statistics, masking, gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from drivetl.models import LidarEncoder
+from drivetl.models.lidar import PillarFeatureNet, pillarize
+from drivetl.ops import VoxelGrid
+
+
+def _encoder(**kw) -> LidarEncoder:
+    torch.manual_seed(0)
+    args = dict(
+        voxel_size=(0.5, 0.5, 4.0),
+        point_range=(-8.0, -8.0, -1.0, 8.0, 8.0, 3.0),
+        pfn_channels=(8, 8),
+        widths=(8, 8, 8),
+        depths=(1, 1, 1),
+        strides=(1, 2, 2),
+        out_channels=8,
+        out_stride=2,
+    )
+    args.update(kw)
+    return LidarEncoder(**args)
+
+
+def _points():
+    pts = torch.tensor(
+        [
+            [0.1, 0.1, 0.5, 0.3],
+            [0.2, 0.3, 1.5, 0.5],
+            [-7.9, 7.9, 0.0, 0.1],  # frame 0
+            [5.0, -5.0, 2.0, 0.9],
+            [50.0, 0.0, 0.0, 0.1],  # frame 1 (one out of range)
+        ]
+    )
+    return pts, torch.tensor([0, 3, 5])
+
+
+def test_bev_shape_and_point_statistics() -> None:
+    enc = _encoder()
+    pts, off = _points()
+    out = enc(pts, off, ("x", "y", "z", "intensity"))
+    assert enc.bev_shape == (16, 16) and enc.bev_cell_size == (1.0, 1.0)
+    assert out.bev.shape == (2, 8, 16, 16)
+    assert float(out.point_count.sum()) == 4.0  # the out-of-range point is dropped
+    # cell of (0.1, 0.1) and (0.2, 0.3): x,y in [0, 1) -> ix = iy = 8; mean z = 1.0
+    assert float(out.point_count[0, 8, 8]) == 2.0 and abs(float(out.mean_height[0, 8, 8]) - 1.0) < 1e-6
+    assert float(out.point_count[0, 15, 0]) == 1.0  # (-7.9, 7.9): row = y cell 15, column = x cell 0
+    assert float(out.point_count[1, 3, 13]) == 1.0
+    assert not bool(out.mask.any())
+
+
+def test_pillar_features_offsets() -> None:
+    grid = VoxelGrid((0.5, 0.5, 4.0), (-8.0, -8.0, -1.0, 8.0, 8.0, 3.0))
+    pts, off = _points()
+    pillars = pillarize(pts, off, grid)
+    assert pillars.num_pillars == 3 and int((pillars.point_pillar < 0).sum()) == 1
+    net = PillarFeatureNet(grid, (8,))
+    f = net.point_features(pts, ("x", "y", "z", "intensity"), pillars)
+    assert f.shape == (4, 9)
+    # first two points share a pillar centred at (0.25, 0.25): offsets to mean and centre
+    assert torch.allclose(f[0, 4:7], torch.tensor([-0.05, -0.1, -0.5]), atol=1e-6)
+    assert torch.allclose(f[0, 7:9], torch.tensor([-0.15, -0.15]), atol=1e-6)
+
+
+def test_masking_hides_cells_and_keeps_targets() -> None:
+    enc = _encoder()
+    pts, off = _points()
+    torch.manual_seed(3)
+    masked = enc(pts, off, ("x", "y", "z", "intensity"), mask_ratio=0.5)
+    plain = enc(pts, off, ("x", "y", "z", "intensity"))
+    share = float(masked.mask.float().mean())
+    assert 0.3 < share < 0.7
+    assert torch.equal(masked.point_count, plain.point_count)  # targets are the unmasked statistics
+
+
+def test_gradients_reach_the_point_net_and_deterministic() -> None:
+    enc = _encoder()
+    enc.eval()
+    pts, off = _points()
+    a = enc(pts, off, ("x", "y", "z", "intensity")).bev
+    b = enc(pts, off, ("x", "y", "z", "intensity")).bev
+    assert torch.equal(a, b)
+    enc.train()
+    enc(pts, off, ("x", "y", "z", "intensity")).bev.square().mean().backward()
+    assert enc.pfn.layers[0]["linear"].weight.grad.abs().sum() > 0
+
+
+def test_elongation_column_used_when_present() -> None:
+    enc = _encoder(use_elongation=True)
+    pts, off = _points()
+    with_e = torch.cat([pts, torch.full((5, 1), 0.5)], 1)
+    out = enc(with_e, off, ("x", "y", "z", "intensity", "elongation"))
+    assert out.bev.shape == (2, 8, 16, 16)
+    out2 = enc(pts, off, ("x", "y", "z", "intensity"))  # a source without elongation: zeros
+    assert out2.bev.shape == out.bev.shape
+
+
+def test_bad_grid_is_rejected() -> None:
+    with pytest.raises(ValueError, match="pillars"):
+        _encoder(voxel_size=(0.5, 0.5, 1.0))
+    with pytest.raises(ValueError, match="out_stride"):
+        _encoder(out_stride=3)

@@ -1,0 +1,102 @@
+"""Loss functions of (outputs, batch): named terms, label-free use, stop-gradient, learning on one batch."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from drivetl.models import instantiate
+from drivetl.train.losses import (
+    alignment_loss,
+    detection_loss,
+    focal_heatmap_loss,
+    masked_occupancy_loss,
+    total_loss,
+)
+
+ALL = {"detection": 1.0, "occupancy": 0.5, "alignment": 0.5}
+
+
+def _model(spec):
+    torch.manual_seed(0)
+    return instantiate(spec)
+
+
+def test_named_terms_and_weights(detector_spec, batch_factory) -> None:
+    model, batch = _model(detector_spec), batch_factory()
+    out = model(batch, mask_ratio=0.3)
+    total, terms = total_loss(out, batch, ALL)
+    assert set(terms) == {
+        "det/heatmap",
+        "det/regression",
+        "occ/occupied",
+        "occ/count",
+        "occ/height",
+        "align/cosine",
+    }
+    expect = (
+        terms["det/heatmap"]
+        + terms["det/regression"]
+        + 0.5 * (terms["occ/occupied"] + terms["occ/count"] + terms["occ/height"])
+        + 0.5 * terms["align/cosine"]
+    )
+    assert torch.allclose(total, expect)
+    only_occ, occ_terms = total_loss(out, batch, {"detection": 0.0, "occupancy": 1.0})
+    assert set(occ_terms) == {"occ/occupied", "occ/count", "occ/height"}
+    with pytest.raises(KeyError, match="unknown objective"):
+        total_loss(out, batch, {"depth": 1.0})
+
+
+def test_label_free_batch(detector_spec, batch_factory) -> None:
+    model, batch = _model(detector_spec), batch_factory()
+    empty = dataclasses.replace(
+        batch,
+        boxes=batch.boxes[:0],
+        box_classes=batch.box_classes[:0],
+        box_offsets=torch.zeros_like(batch.box_offsets),
+    )
+    out = model(empty, mask_ratio=0.3)
+    det = detection_loss(out, empty)
+    assert torch.isfinite(det["det/heatmap"]) and float(det["det/regression"].detach()) == 0.0
+    total, _ = total_loss(out, empty, {"occupancy": 1.0, "alignment": 1.0})
+    total.backward()
+    assert model.lidar.pfn.layers[0]["linear"].weight.grad is not None
+
+
+def test_occupancy_without_mask_is_zero(detector_spec, batch_factory) -> None:
+    model, batch = _model(detector_spec), batch_factory()
+    terms = masked_occupancy_loss(model(batch), batch)
+    assert all(float(v.detach()) == 0.0 for v in terms.values())
+
+
+def test_alignment_stops_gradient_into_lidar(detector_spec, batch_factory) -> None:
+    model, batch = _model(detector_spec), batch_factory()
+    out = model(batch)
+    alignment_loss(out, batch)["align/cosine"].backward()
+    assert model.lidar.pfn.layers[0]["linear"].weight.grad is None
+    assert model.camera.backbone.stem[0].weight.grad.abs().sum() > 0
+
+
+def test_focal_loss_prefers_correct_heatmaps() -> None:
+    target = torch.zeros(1, 2, 8, 8)
+    target[0, 1, 3, 4] = 1.0
+    target[0, 1, 3, 5] = 0.6
+    good = torch.logit(target.clamp(1e-3, 1 - 1e-3))
+    assert float(focal_heatmap_loss(good, target)) < float(focal_heatmap_loss(torch.zeros_like(good), target))
+
+
+def test_detection_loss_falls_when_fitting_one_batch(detector_spec, batch_factory) -> None:
+    detector_spec["init_args"].pop("camera")
+    model, batch = _model(detector_spec), batch_factory(cameras=False)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        out = model(batch)
+        loss = sum(detection_loss(out, batch).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.6 * losses[0], losses
