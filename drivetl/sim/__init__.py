@@ -4,7 +4,8 @@ Public API:
 
 - `generate_scene(seed, region)` -> `Scene` (road, sidewalks, buildings, furniture, traffic, people;
   every labelled `Actor` with an exact box); `region_stats`, `REGIONS` (object size statistics).
-- `SceneCaster(scene)`: the reusable ray-casting scene (open3d imported on first use).
+- `SceneCaster(scene, threads=0)`: the reusable ray-casting scene (open3d imported on first use;
+  `threads=1` where worker processes share the cores).
 - `RigSimulator(rig, waymo_layout=...)`: renders a frame (`SimFrame`: `FrameRecord`, per-laser
   `LidarScan` with Waymo range images and pixel pose, per-camera `CameraFrame` with depth).
 - `LidarSimulator`, `LidarNoise`, `CameraSimulator`: one sensor at a time.

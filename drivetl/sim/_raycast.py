@@ -1,9 +1,12 @@
 """Ray casting against a scene with open3d's `RaycastingScene` (Embree), imported lazily.
 
-The static mesh is put in one ray-casting scene that is built once per `Scene` and reused for
-every frame; the moving actors go in a small scene rebuilt per time. Rays are cast against the
-static scene all at once; only the rays whose cone can reach a moving actor (see `RayTiles`) are
-cast against the moving ones.
+Per time (frame), one ray-casting scene holds the static mesh and the moving actors posed at that
+time; every ray of a sensor is cast against it in one call. (Keeping the static scene and casting
+again against a small scene of the moving actors costs more here: the culled second cast of about
+a third of the rays outweighs rebuilding Embree's hierarchy of some 30k triangles, a few ms.) The
+vertex and triangle buffers are laid out once per scene; a frame only writes the moving actors'
+vertices. Large arrays are transformed with explicit products rather than BLAS (`rotate`), which
+spends more time starting threads than computing on (N, 3) x (3, 3) products.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import numpy as np
 
 from drivetl.sim.scene import Scene
 
-_INVALID = 2**32 - 1
+#: Casts of fewer rays than this run on one thread (starting the thread pool costs about a millisecond).
+_PARALLEL_RAYS = 65_536
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,10 +37,34 @@ class Hits:
         return np.isfinite(self.distance)
 
 
+def rotate(vectors: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """(N, 3) `vectors` (float32 or float64) multiplied by the (3, 3) `rotation` (row i of the result is
+    rotation @ vectors[i]), in the vectors' dtype, without BLAS."""
+    r = rotation.astype(vectors.dtype, copy=False)
+    out = vectors[:, 0:1] * r[:, 0]
+    out += vectors[:, 1:2] * r[:, 1]
+    out += vectors[:, 2:3] * r[:, 2]
+    return out
+
+
+def put_rows(dst: np.ndarray, idx: np.ndarray, rows: np.ndarray) -> None:
+    """dst[idx] = rows for a C-contiguous (N, K) `dst`, through a one-dimensional view of whole rows
+    (several times faster than numpy's row scatter). Row gathers use `np.take(a, idx, axis=0)`."""
+    row = np.dtype((np.void, dst.shape[1] * dst.itemsize))
+    np.put(dst.view(row).reshape(-1), idx, np.ascontiguousarray(rows, dst.dtype).view(row).reshape(-1))
+
+
+def transform(dst_from_src: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(N, 3) points mapped by the (4, 4) transform, in the points' dtype, without BLAS."""
+    out = rotate(points, dst_from_src[:3, :3])
+    out += dst_from_src[:3, 3].astype(points.dtype, copy=False)
+    return out
+
+
 class RayTiles:
     """Groups a sensor's rays, given as a (H, W, 3) grid of unit directions in the sensor frame, into
     tiles of neighbouring rays, each bounded by a cone (axis, half angle), for culling: which rays can
-    reach a sphere."""
+    reach a sphere. pixels: (T, tile size) int64 flat ray index of each tile's rays (-1: padding)."""
 
     def __init__(self, directions: np.ndarray, tile: tuple[int, int]) -> None:
         h, w, _ = directions.shape
@@ -68,92 +96,75 @@ class RayTiles:
         # angle <= half + alpha  <=>  cos(angle) >= cos(half + alpha) (both below pi: half angles are small)
         limit = np.multiply.outer(cos_a, self._cos_half)
         limit -= np.multiply.outer(sin_a, self._sin_half)
-        return (u @ self.axis.T >= limit) | inside[:, None]
-
-    def rays_of(self, tiles: np.ndarray) -> np.ndarray:
-        """Indices of the rays in the tiles selected by the (T,) bool mask `tiles` (tiles are disjoint)."""
-        px = self.pixels[tiles].ravel()
-        return px[px >= 0]
+        return (np.einsum("kc,tc->kt", u, self.axis) >= limit) | inside[:, None]
 
 
 class SceneCaster:
-    """Casts rays into a `Scene` (static scene built once; moving actors per `set_time`)."""
+    """Casts rays into a `Scene` at the time set by `set_time` (the ray-casting scene is rebuilt then;
+    time 0 until it is first called).
 
-    def __init__(self, scene: Scene) -> None:
+    threads: threads of a large cast and of the rebuild (0: all cores; 1 where several worker processes
+    share the cores). The results do not depend on it.
+    """
+
+    def __init__(self, scene: Scene, threads: int = 0) -> None:
         self.scene = scene
-        self._static = _build(scene.static_mesh.vertices, scene.static_mesh.triangles)
-        self._static_mat = np.append(scene.static_mesh.materials, -1).astype(np.int16)
-        self._static_actor = np.append(scene.static_actor, -1).astype(np.int32)
+        self.threads = threads
         self._time: float | None = None
-        self._dynamic = None
+        self._rc = None
         self._ids = np.array(scene.dynamic, np.int64)
+        static = scene.static_mesh
         meshes = [scene.actors[i].mesh for i in self._ids]
+        n_static = len(static.vertices)
+        counts = [len(m.vertices) for m in meshes]
+        offsets = n_static + np.cumsum([0] + counts)[:-1]
+        #: (V, 3) float32 vertices: the static mesh's, then the moving actors' (written per time).
+        self._vertices = np.zeros((n_static + sum(counts), 3), np.float32)
+        self._vertices[:n_static] = static.vertices
+        self._triangles = np.concatenate(
+            [static.triangles] + [m.triangles + o for m, o in zip(meshes, offsets, strict=True)]
+        ).astype(np.uint32)
         self._local = np.concatenate([m.vertices for m in meshes]) if meshes else np.zeros((0, 3))
-        self._owner = np.repeat(np.arange(len(meshes)), [len(m.vertices) for m in meshes]).astype(np.int64)
-        offsets = np.cumsum([0] + [len(m.vertices) for m in meshes])[:-1]
-        self._tris = (
-            np.concatenate([m.triangles + o for m, o in zip(meshes, offsets, strict=True)])
-            if meshes
-            else np.zeros((0, 3), np.int64)
+        self._owner = np.repeat(np.arange(len(meshes)), counts).astype(np.int64)
+        # Lookups by primitive id; the extra last entry answers misses (open3d's invalid id, clipped).
+        self._material = np.concatenate([static.materials] + [m.materials for m in meshes] + [[-1]]).astype(
+            np.int16
         )
-        self._dyn_mat = np.concatenate([m.materials for m in meshes]) if meshes else np.zeros(0, np.int16)
-        self._dyn_actor = np.repeat(self._ids, [len(m.triangles) for m in meshes]).astype(np.int32)
-        self._radii = np.array([0.5 * float(np.linalg.norm(scene.actors[i].size)) + 0.05 for i in self._ids])
-        self.dynamic_centres = np.zeros((0, 3))
-        self.dynamic_radii = self._radii
+        moving = [np.full(len(m.triangles), i) for m, i in zip(meshes, self._ids, strict=True)]
+        self._actor = np.concatenate([scene.static_actor, *moving, [-1]]).astype(np.int32)
 
     def set_time(self, t: float) -> None:
-        """Pose the moving actors at time t (seconds); rebuilds the small dynamic scene."""
-        if self._time == t:
+        """Pose the moving actors at time t (seconds) and rebuild the ray-casting scene."""
+        if self._time == t and self._rc is not None:
             return
         self._time = t
-        if not len(self._ids):
-            return
-        world_from_actor = self.scene.world_from_road[None] @ self.scene.actor_poses(t, self._ids)
-        rot, trans = world_from_actor[:, :3, :3], world_from_actor[:, :3, 3]
-        verts = np.einsum("nij,nj->ni", rot[self._owner], self._local) + trans[self._owner]
-        self._dynamic = _build(verts, self._tris)
-        self.dynamic_centres = trans
+        if len(self._ids):
+            world_from_actor = self.scene.world_from_road[None] @ self.scene.actor_poses(t, self._ids)
+            rot, trans = world_from_actor[:, :3, :3], world_from_actor[:, :3, 3]
+            verts = np.einsum("nij,nj->ni", rot[self._owner], self._local) + trans[self._owner]
+            self._vertices[len(self._vertices) - len(verts) :] = verts
+        self._rc = _build(self._vertices, self._triangles, self.threads)
 
-    def cast(
-        self, origins: np.ndarray, directions: np.ndarray, dynamic_rays: np.ndarray | None = None
-    ) -> Hits:
-        """First hits of rays (origins (N, 3) or (3,), directions (N, 3) unit, world frame, metres).
-
-        dynamic_rays: indices of the rays that may meet a moving actor (None: all of them).
-        """
+    def cast(self, origins: np.ndarray, directions: np.ndarray) -> Hits:
+        """First hits of rays (origins (N, 3) or (3,), directions (N, 3) unit, world frame, metres)."""
         rays = np.empty((len(directions), 6), np.float32)
         rays[:, :3] = origins
         rays[:, 3:] = directions
-        return self.cast_rays(rays, dynamic_rays)
+        return self.cast_rays(rays)
 
-    def cast_rays(self, rays: np.ndarray, dynamic_rays: np.ndarray | None = None) -> Hits:
-        """First hits of (N, 6) float32 rays (origin, unit direction; world frame) in one call per
-        ray-casting scene. Hits hold float32 distances and normals."""
-        n = len(rays)
-        static = self._static.cast_rays(_tensor(rays))
-        dist = static["t_hit"].numpy()
-        prim = static["primitive_ids"].numpy()
-        normal = static["primitive_normals"].numpy()
-        hit = np.isfinite(dist)
-        safe = np.where(hit, prim, 0)
-        material = np.where(hit, self._static_mat[safe], -1).astype(np.int16)
-        actor = np.where(hit, self._static_actor[safe], -1).astype(np.int32)
-        if self._dynamic is not None:
-            sub = np.arange(n) if dynamic_rays is None else dynamic_rays
-            if len(sub):
-                dyn = self._dynamic.cast_rays(_tensor(rays[sub]))
-                d_dist = dyn["t_hit"].numpy()
-                closer = d_dist < dist[sub]
-                idx = sub[closer]
-                d_prim = dyn["primitive_ids"].numpy()[closer]
-                dist[idx] = d_dist[closer]
-                normal[idx] = dyn["primitive_normals"].numpy()[closer]
-                material[idx] = self._dyn_mat[d_prim]
-                actor[idx] = self._dyn_actor[d_prim]
-        flip = np.einsum("ij,ij->i", normal, rays[:, 3:]) > 0
-        normal[flip] *= -1
-        return Hits(dist, normal, material, actor)
+    def cast_rays(self, rays: np.ndarray) -> Hits:
+        """First hits of (N, 6) float32 rays (origin, unit direction; world frame), in one call."""
+        if self._rc is None:
+            self.set_time(0.0)
+        out = self._rc.cast_rays(_tensor(rays), nthreads=self.threads if len(rays) >= _PARALLEL_RAYS else 1)
+        dist = out["t_hit"].numpy()
+        normal = out["primitive_normals"].numpy()
+        prim = np.minimum(out["primitive_ids"].numpy(), len(self._material) - 1).astype(np.intp)
+        facing = normal[:, 0] * rays[:, 3]
+        facing += normal[:, 1] * rays[:, 4]
+        facing += normal[:, 2] * rays[:, 5]
+        normal *= np.where(facing > 0, np.float32(-1), np.float32(1))[:, None]
+        return Hits(dist, normal, np.take(self._material, prim), np.take(self._actor, prim))
 
 
 def _tensor(a: np.ndarray):
@@ -162,10 +173,12 @@ def _tensor(a: np.ndarray):
     return o3d.core.Tensor.from_numpy(np.ascontiguousarray(a))
 
 
-def _build(vertices: np.ndarray, triangles: np.ndarray):
+def _build(vertices: np.ndarray, triangles: np.ndarray, threads: int = 0):
     import open3d as o3d
 
-    rc = o3d.t.geometry.RaycastingScene()
+    rc = o3d.t.geometry.RaycastingScene(nthreads=threads)
     if len(triangles):
-        rc.add_triangles(_tensor(vertices.astype(np.float32)), _tensor(triangles.astype(np.uint32)))
+        rc.add_triangles(
+            _tensor(vertices.astype(np.float32, copy=False)), _tensor(triangles.astype(np.uint32, copy=False))
+        )
     return rc

@@ -138,10 +138,12 @@ def frame_stats(record: FrameRecord) -> dict:
 _WORKER: dict = {}
 
 
-def _worker_init(plan: SimulationPlan) -> None:
+def _worker_init(plan: SimulationPlan, threads: int = 0) -> None:
+    """Set up a worker; threads: ray-casting threads (1 where worker processes share the cores)."""
     from drivetl.sim.frame import RigSimulator
 
     _WORKER["plan"] = plan
+    _WORKER["threads"] = threads
     _WORKER["sim"] = RigSimulator(plan.sim_rig(), waymo_layout=plan.format == "waymo", noise=plan.noise)
     _WORKER["caster"] = (None, None)
 
@@ -157,7 +159,7 @@ def _caster(segment: int):
         scene = generate_scene(
             [plan.seed, segment], plan.region, duration=plan.frames_per_segment * FRAME_PERIOD + 0.2
         )
-        caster = SceneCaster(scene)
+        caster = SceneCaster(scene, threads=_WORKER["threads"])
         _WORKER["caster"] = (segment, caster)
     return caster
 
@@ -203,7 +205,7 @@ def _run(plan: SimulationPlan, workers: int, fn: Callable, jobs: list[list[int]]
             yield fn(job)
         return
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(min(workers, len(jobs)), initializer=_worker_init, initargs=(plan,)) as pool:
+    with ctx.Pool(min(workers, len(jobs)), initializer=_worker_init, initargs=(plan, 1)) as pool:
         yield from pool.imap(fn, jobs)
 
 

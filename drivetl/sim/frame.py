@@ -16,7 +16,7 @@ import numpy as np
 
 from drivetl.calib import SensorRig
 from drivetl.data.records import Boxes, CameraImage, FrameKey, FrameRecord, LidarPoints
-from drivetl.sim._raycast import SceneCaster
+from drivetl.sim._raycast import SceneCaster, transform
 from drivetl.sim.camera import CameraFrame, CameraSimulator, encode_jpeg
 from drivetl.sim.lidar import POINT_COLUMNS, LidarNoise, LidarScan, LidarSimulator
 from drivetl.sim.scene import Scene
@@ -46,6 +46,20 @@ def points_in_box(points: np.ndarray, box: np.ndarray) -> np.ndarray:
     lx = c * d[:, 0] + s * d[:, 1]
     ly = -s * d[:, 0] + c * d[:, 1]
     return (np.abs(lx) <= box[3] / 2) & (np.abs(ly) <= box[4] / 2) & (np.abs(d[:, 2]) <= box[5] / 2)
+
+
+def _in_boxes(points: np.ndarray, boxes: np.ndarray, cos_sin: np.ndarray) -> np.ndarray:
+    """(N,) bool: whether points[i] (N, >=3) lies in boxes[i] (N, 7), with cos_sin[i] (N, 2) the cos and
+    sin of boxes[i]'s heading: `points_in_box` pair by pair, with the same arithmetic."""
+    d = points[:, :3] - boxes[:, :3]
+    c, s = cos_sin[:, 0], cos_sin[:, 1]
+    lx = c * d[:, 0] + s * d[:, 1]
+    ly = -s * d[:, 0] + c * d[:, 1]
+    return (
+        (np.abs(lx) <= boxes[:, 3] / 2)
+        & (np.abs(ly) <= boxes[:, 4] / 2)
+        & (np.abs(d[:, 2]) <= boxes[:, 5] / 2)
+    )
 
 
 class RigSimulator:
@@ -109,29 +123,50 @@ class RigSimulator:
         boxes[:, 3:6] += 2 * LABEL_MARGIN
         counts = np.zeros(len(boxes), np.int64)
         radius = 0.5 * np.linalg.norm(boxes[:, 3:6], axis=1)
+        # per box, as `points_in_box` computes them (scalar cos/sin: the same bits as its own)
+        cos_sin = np.array([(np.cos(b[6]), np.sin(b[6])) for b in boxes]).reshape(-1, 2)
         for name, scan in scans.items():
             sim = self.lidars[name]
             if not len(scan.points):
                 continue
             lidar_from_vehicle = np.linalg.inv(sim.lidar.vehicle_from_lidar)
-            centres = boxes[:, :3] @ lidar_from_vehicle[:3, :3].T + lidar_from_vehicle[:3, 3]
+            centres = transform(lidar_from_vehicle, boxes[:, :3])
             # Boxes of actors this laser hit (a box no return hit is not labelled from this laser).
             hit = np.zeros(len(boxes), bool)
             hit[scan.actor[scan.actor >= 0]] = True
-            near = np.nonzero(hit)[0]
+            near = np.flatnonzero(hit)
             if not len(near):
                 continue
-            reach = sim.tiles.reaching(centres[near], radius[near] + scan.sway + 0.05)
-            n_pix = sim.directions.shape[0] * sim.directions.shape[1]
-            point_of = np.full((scan.range_image.shape[0], n_pix), -1, np.int64)
-            ret = scan.points[:, 5].astype(np.int64)
-            point_of[ret, scan.pixel] = np.arange(len(scan.pixel))
-            for j, k in enumerate(near):
-                pix = sim.tiles.rays_of(reach[j])
-                cand = point_of[:, pix].ravel()
-                cand = cand[cand >= 0]
-                if len(cand):
-                    counts[k] += int(points_in_box(scan.points[cand], boxes[k]).sum())
+            reach_radius = radius[near] + scan.sway + 0.05
+            pair_box, pair_tile = np.nonzero(sim.tiles.reaching(centres[near], reach_radius))
+            n_ret, n_pix = scan.range_image.shape[0], sim.directions.shape[0] * sim.directions.shape[1]
+            # Per (return, pixel), flat: the point's index and its range; an extra last pixel per
+            # return (no point) answers the tiles' padding.
+            stride = n_pix + 1
+            point_of = np.full(n_ret * stride, -1, np.int64)
+            point_of[scan.points[:, 5].astype(np.int64) * stride + scan.pixel] = np.arange(len(scan.pixel))
+            ranges = np.full((n_ret, stride), -1.0, np.float32)
+            ranges[:, :n_pix] = scan.range_image[..., 0].reshape(n_ret, n_pix)
+            pix = sim.tiles.pixels[pair_tile]
+            pix[pix < 0] = n_pix
+            # A point in box k lies within its bounding sphere, so its range (measured from an origin
+            # at most `sway` from the frame-time one) is within reach_radius of the centre's distance.
+            dist = np.linalg.norm(centres[near], axis=1)
+            lo = np.maximum(dist - reach_radius - 1e-3, 1e-6)[pair_box][:, None]  # > 0: a return
+            hi = (dist + reach_radius + 1e-3)[pair_box][:, None]
+            box, point = [], []
+            for ret in range(n_ret):
+                r = np.take(ranges[ret], pix)  # (pairs, pixels per tile)
+                sel = np.flatnonzero((r >= lo) & (r <= hi))
+                box.append(np.take(near, np.take(pair_box, sel // pix.shape[1])))
+                point.append(np.take(point_of, np.take(pix, sel) + ret * stride))
+            box, point = np.concatenate(box), np.concatenate(point)
+            inside = _in_boxes(
+                np.take(scan.points, point, axis=0),
+                np.take(boxes, box, axis=0),
+                np.take(cos_sin, box, axis=0),
+            )
+            counts += np.bincount(box[inside], minlength=len(boxes))
         keep = np.nonzero(counts > 0)[0]
         actors = [scene.actors[i] for i in keep]
         num = counts[keep].astype(np.int32)

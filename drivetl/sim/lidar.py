@@ -17,7 +17,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from drivetl.calib import LidarModel
-from drivetl.sim._raycast import Hits, RayTiles, SceneCaster
+from drivetl.sim._random import gaussian
+from drivetl.sim._raycast import Hits, RayTiles, SceneCaster, put_rows, rotate
 from drivetl.sim.materials import material_index, material_table
 
 __all__ = ["LidarNoise", "LidarScan", "LidarSimulator", "POINT_COLUMNS"]
@@ -88,18 +89,6 @@ def _rpy_xyz(poses: np.ndarray) -> np.ndarray:
     )
 
 
-def _rotated(directions: np.ndarray, rotation: np.ndarray, cache: dict) -> np.ndarray:
-    """(N, 3) float32 directions rotated by (3, 3) `rotation`; the last result is cached (a scene's
-    ego does not turn, so consecutive frames share the rotation)."""
-    key = rotation.tobytes()
-    if cache.get("key") != key:
-        r = rotation.astype(np.float32)
-        out = directions[:, :1] * r[:, 0] + directions[:, 1:2] * r[:, 1] + directions[:, 2:3] * r[:, 2]
-        cache.clear()
-        cache.update(key=key, value=out)
-    return cache["value"]
-
-
 #: The ego vehicle's lower body in the vehicle frame, (lo, hi) corners in metres (rear axle near x = 0):
 #: it hides the ground under the car from bumper-height lasers. Roof-mounted lasers see over it.
 EGO_BODY = (np.array([-1.0, -1.0, 0.05]), np.array([3.95, 1.0, 1.0]))
@@ -133,56 +122,65 @@ class LidarSimulator:
         self.directions = lidar.beam_directions()  # (H, W, 3) sensor frame, float64
         h, w, _ = self.directions.shape
         self.tiles = RayTiles(self.directions, (min(4, h), 16))
-        self._cache: dict = {}
         rot = lidar.vehicle_from_lidar[:3, :3]
-        self._dirs_vehicle = (self.directions.reshape(-1, 3) @ rot.T).astype(np.float32)  # (H*W, 3)
+        dirs = rotate(self.directions.reshape(-1, 3), rot)
+        self._dirs_vehicle = dirs.astype(np.float32)  # (H*W, 3)
+        self._dirs_planes = np.ascontiguousarray(self._dirs_vehicle.T).reshape(3, h, w)
         # Rays that meet the ego's own body (fixed in the vehicle frame, like the sensor) never return.
-        blocked = _body_blocks(lidar.vehicle_from_lidar[:3, 3], self.directions.reshape(-1, 3) @ rot.T)
-        self._free = np.nonzero(~blocked)[0]
-        self._position = np.full(h * w, -1, np.int64)
-        self._position[self._free] = np.arange(len(self._free))
+        blocked = _body_blocks(lidar.vehicle_from_lidar[:3, 3], dirs)
+        self._free = np.flatnonzero(~blocked)
         moving = lidar.spinning and self.noise.motion
         self.column_time = (
             ((np.arange(w) + 0.5) / w - 0.5) * self.noise.spin_period if moving else np.zeros(w)
         )
+        self._rays: tuple[bytes, np.ndarray] | None = None  # (rotation, (H*W, 6) rays) of the last frame
 
     def simulate(
         self, caster: SceneCaster, t: float, ground: float, rng: np.random.Generator, with_pixel_pose: bool
     ) -> LidarScan:
-        """Scan at segment time t (s), ego vehicle origin `-ground` above the road."""
+        """Scan at segment time t (s), ego vehicle origin `-ground` above the road (sets the caster's
+        time to t)."""
         lidar, scene = self.lidar, caster.scene
+        caster.set_time(t)
         h, w, _ = self.directions.shape
         vl = lidar.vehicle_from_lidar
         frame_pose = scene.ego_poses(np.array([t]), ground)[0]
         poses = scene.ego_poses(t + self.column_time, ground)  # (W, 4, 4) world_from_vehicle
         if not np.allclose(poses[:, :3, :3], frame_pose[:3, :3], atol=1e-9):
             raise NotImplementedError("a turning ego vehicle is not simulated")
-        vehicle_from_world = np.linalg.inv(frame_pose)
-        # Sensor origin of each column in the frame-time vehicle frame (small numbers: float32 suffices).
-        origin_v = (vehicle_from_world[None] @ poses @ vl)[:, :3, 3]  # (W, 3)
+        rot = frame_pose[:3, :3]
+        # The ego does not turn: column c's sensor origin is the frame-time mounting moved by the ego's
+        # travel since the frame's timestamp (vehicle frame: small numbers, float32 suffices).
+        origin_v = rotate(poses[:, :3, 3] - frame_pose[:3, 3], rot.T) + vl[:3, 3]  # (W, 3)
         sway = float(np.linalg.norm(origin_v - vl[:3, 3], axis=1).max())
-        rays = np.empty((h, w, 6), np.float32)
-        rays[..., :3] = (origin_v @ frame_pose[:3, :3].T + frame_pose[:3, 3])[None]
-        dirs_w = _rotated(self._dirs_vehicle, frame_pose[:3, :3], self._cache)
-        rays[..., 3:] = dirs_w.reshape(h, w, 3)
-        rays = rays.reshape(-1, 6)
-        lidar_from_world = np.linalg.inv(frame_pose @ vl)
-        centres = caster.dynamic_centres @ lidar_from_world[:3, :3].T + lidar_from_world[:3, 3]
-        reach = self.tiles.reaching(centres, caster.dynamic_radii + sway).any(axis=0)
-        hits = self._cast_unblocked(caster, rays, self.tiles.rays_of(reach))
+        rays = self._world_rays(rot)
+        rays.reshape(h, w, 6)[..., :3] = (poses[:, :3, 3] + rot @ vl[:3, 3])[None]
+        hits = self._cast_unblocked(caster, rays)
         hits = self._through_glass(caster, rays, hits, rng)
-        images = [self._returns(hits, dirs_w, rng, 1.0)]
+        images = [self._returns(hits, rays[:, 3:], rng, 1.0)]
         if lidar.returns == 2:
             images.append(self._second(caster, rays, hits, images[0][0][:, 0], rng))
         range_image = np.stack([im[0] for im in images]).reshape(len(images), h, w, 4)
+        origin32 = origin_v.astype(np.float32)
         pts, act, pix = [], [], []
         for k, (channels, actor) in enumerate(images):
-            keep = np.nonzero(channels[:, 0] > 0)[0]
-            r = channels[keep, 0:1]
-            p = origin_v.astype(np.float32)[keep % w] + r * self._dirs_vehicle[keep]
-            ret = np.full((len(keep), 1), k, np.float32)
-            pts.append(np.concatenate([p, channels[keep, 1:3], ret], axis=1))
-            act.append(actor[keep])
+            r = np.ascontiguousarray(channels[:, 0])
+            keep = np.flatnonzero(r > 0)
+            p = np.empty((len(keep), 6), np.float32)
+            if 4 * len(keep) > len(r):  # most pixels: whole planes, coordinate by coordinate, then kept
+                for j in range(3):
+                    plane = self._dirs_planes[j] * r.reshape(h, w)
+                    plane += origin32[:, j]
+                    p[:, j] = np.take(plane.reshape(-1), keep)
+            else:  # a few pixels (second returns): only theirs
+                xyz = np.take(self._dirs_vehicle, keep, axis=0)
+                xyz *= np.take(r, keep)[:, None]
+                xyz += np.take(origin32, keep % w, axis=0)
+                p[:, :3] = xyz
+            p[:, 3:5] = np.take(channels, keep, axis=0)[:, 1:3]  # whole rows: a column would be copied first
+            p[:, 5] = k
+            pts.append(p)
+            act.append(np.take(actor, keep))
             pix.append(keep)
         pixel_pose = None
         if with_pixel_pose:
@@ -197,12 +195,22 @@ class LidarSimulator:
             sway,
         )
 
-    def _cast_unblocked(self, caster: SceneCaster, rays: np.ndarray, dynamic_rays: np.ndarray) -> Hits:
+    def _world_rays(self, world_from_vehicle_rotation: np.ndarray) -> np.ndarray:
+        """(H*W, 6) float32 ray buffer with the directions rotated into the world frame (kept while the
+        rotation stays: the ego does not turn); the caller fills the origins."""
+        key = world_from_vehicle_rotation.tobytes()
+        if self._rays is None or self._rays[0] != key:
+            rays = np.empty((len(self._dirs_vehicle), 6), np.float32)
+            rays[:, 3:] = rotate(self._dirs_vehicle, world_from_vehicle_rotation)
+            self._rays = (key, rays)
+        return self._rays[1]
+
+    def _cast_unblocked(self, caster: SceneCaster, rays: np.ndarray) -> Hits:
         """Cast the rays the ego body does not block; blocked ones come back as misses."""
         if len(self._free) == len(rays):
-            return caster.cast_rays(rays, dynamic_rays)
-        sub = self._position[dynamic_rays]
-        part = caster.cast_rays(rays[self._free], sub[sub >= 0])
+            return caster.cast_rays(rays)
+        free = self._free
+        part = caster.cast_rays(np.take(rays, free, axis=0))
         n = len(rays)
         hits = Hits(
             np.full(n, np.inf, np.float32),
@@ -210,27 +218,24 @@ class LidarSimulator:
             np.full(n, -1, np.int16),
             np.full(n, -1, np.int32),
         )
-        hits.distance[self._free], hits.normal[self._free] = part.distance, part.normal
-        hits.material[self._free], hits.actor[self._free] = part.material, part.actor
+        hits.distance[free], hits.material[free], hits.actor[free] = part.distance, part.material, part.actor
+        put_rows(hits.normal, free, part.normal)
         return hits
 
     def _through_glass(
         self, caster: SceneCaster, rays: np.ndarray, hits: Hits, rng: np.random.Generator
     ) -> Hits:
-        glass = np.nonzero(hits.material == _GLASS)[0]
+        glass = np.flatnonzero(hits.material == _GLASS)
         passes = glass[rng.random(len(glass), dtype=np.float32) < _MATS["transmission"][_GLASS]]
         if not len(passes):
             return hits
-        step = hits.distance[passes] + np.float32(0.05)
-        sub = rays[passes].copy()
+        step = np.take(hits.distance, passes) + np.float32(0.05)
+        sub = np.take(rays, passes, axis=0)
         sub[:, :3] += step[:, None] * sub[:, 3:]
         beyond = caster.cast_rays(sub)
         hits.distance[passes] = step + beyond.distance
-        hits.normal[passes], hits.material[passes], hits.actor[passes] = (
-            beyond.normal,
-            beyond.material,
-            beyond.actor,
-        )
+        hits.material[passes], hits.actor[passes] = beyond.material, beyond.actor
+        put_rows(hits.normal, passes, beyond.normal)
         return hits
 
     def _returns(
@@ -241,16 +246,21 @@ class LidarSimulator:
         gain: float,
         extra: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """((n, 4) float32 range-image channels, (n,) actor) of the hits of n rays; misses are -1."""
+        """((n, 4) float32 range-image channels, (n,) actor) of the hits of n rays along (n, 3) `dirs`;
+        misses are -1."""
         lidar, noise = self.lidar, self.noise
         n = len(hits.distance)
         dist = hits.distance if extra is None else hits.distance + extra
         if noise.range_sigma > 0:
-            dist = dist + rng.standard_normal(n, dtype=np.float32) * np.float32(noise.range_sigma)
-        ok = np.isfinite(dist) & (dist >= max(lidar.min_range, 1e-3)) & (dist <= lidar.max_range)
-        cos = np.minimum(np.abs(np.einsum("ij,ij->i", hits.normal, dirs)), 1.0)
+            dist = dist + gaussian(rng, n, noise.range_sigma)
+        # inf (no hit) and NaN fail the upper bound
+        ok = (dist >= np.float32(max(lidar.min_range, 1e-3))) & (dist <= np.float32(lidar.max_range))
+        cos = hits.normal[:, 0] * dirs[:, 0]
+        cos += hits.normal[:, 1] * dirs[:, 1]
+        cos += hits.normal[:, 2] * dirs[:, 2]
+        cos = np.minimum(np.abs(cos, out=cos), np.float32(1.0), out=cos)
         safe = np.where(ok, dist, np.float32(1.0))
-        refl = _REFLECTIVITY[hits.material]  # material -1 (no hit) reads the appended 0
+        refl = np.take(_REFLECTIVITY, hits.material)  # material -1 (no hit) reads the appended 0
         q = np.float32(gain) * refl * (0.15 + 0.85 * cos) / (1.0 + (safe * np.float32(1 / 60.0)) ** 2)
         if noise.weak_return > 0:
             ok &= q >= np.float32(noise.weak_return) * (safe * np.float32(1 / lidar.max_range)) ** 2
@@ -261,10 +271,13 @@ class LidarSimulator:
             raw = q * np.float32(enc.max_value)
         else:
             raw = enc.from_canonical(np.clip(q, 0.0, 1.0)).astype(np.float32)
+        none = np.float32(-1.0)
         out = np.empty((n, 4), np.float32)
-        out[:, 0], out[:, 1], out[:, 2], out[:, 3] = safe, raw, 0.02 + 0.5 * (1.0 - cos), -1.0
-        out[~ok] = -1.0
-        return out, np.where(ok, hits.actor, -1).astype(np.int32)
+        out[:, 0] = np.where(ok, safe, none)
+        out[:, 1] = np.where(ok, raw, none)
+        out[:, 2] = np.where(ok, 0.02 + 0.5 * (1.0 - cos), none)
+        out[:, 3] = none
+        return out, np.where(ok, hits.actor, np.int32(-1))
 
     def _second(
         self,
@@ -282,15 +295,16 @@ class LidarSimulator:
         far &= np.isfinite(img)
         n = h * w
         cand = far.reshape(-1) & (rng.random(n, dtype=np.float32) < self.noise.edge_second_return)
-        veg = (first_range > 0) & _VEGETATION[hits.material]
-        veg &= rng.random(n, dtype=np.float32) < _TRANSMISSION[hits.material]
-        idx = np.nonzero(cand | veg)[0]
+        veg = (first_range > 0) & np.take(_VEGETATION, hits.material)
+        veg &= rng.random(n, dtype=np.float32) < np.take(_TRANSMISSION, hits.material)
+        idx = np.flatnonzero(cand | veg)
         out = np.full((n, 4), -1.0, np.float32)
         actor = np.full(n, -1, np.int32)
         if len(idx):
-            step = hits.distance[idx] + np.float32(0.3)
-            sub = rays[idx].copy()
+            step = np.take(hits.distance, idx) + np.float32(0.3)
+            sub = np.take(rays, idx, axis=0)
             sub[:, :3] += step[:, None] * sub[:, 3:]
             beyond = caster.cast_rays(sub)
-            out[idx], actor[idx] = self._returns(beyond, sub[:, 3:], rng, 0.5, extra=step)
+            channels, actor[idx] = self._returns(beyond, sub[:, 3:], rng, 0.5, extra=step)
+            put_rows(out, idx, channels)
         return out, actor

@@ -15,7 +15,7 @@ import numpy as np
 
 from drivetl.sim import _actors, _layout
 from drivetl.sim._mesh import Mesh, merge, yaw_transform
-from drivetl.sim.materials import material_index
+from drivetl.sim.materials import FACADES, MATERIALS, material_index
 from drivetl.sim.regions import RegionStats, region_stats
 
 __all__ = ["Actor", "Scene", "generate_scene"]
@@ -140,28 +140,41 @@ class Scene:
         Returns a new (N,) int16 array.
         """
         out = materials.copy()
-        road_from_world = np.linalg.inv(self.world_from_road)
-        asphalt = np.nonzero(materials == material_index("asphalt"))[0]
+        road_from_world = np.linalg.inv(self.world_from_road).astype(points_world.dtype)
+        rot, trans = road_from_world[:3, :3], road_from_world[:3, 3]
+
+        def road(p: np.ndarray, row: int) -> np.ndarray:  # one road-frame coordinate of world points
+            return p[:, 0] * rot[row, 0] + p[:, 1] * rot[row, 1] + p[:, 2] * rot[row, 2] + trans[row]
+
+        asphalt = np.flatnonzero(materials == _ASPHALT)
         if asphalt.size:
-            p = points_world[asphalt] @ road_from_world[:3, :3].T + road_from_world[:3, 3]
-            for y, mat, dash, period in self.road.lines:
-                on = np.abs(p[:, 1] - y) < 0.075
+            pa = np.take(points_world, asphalt, axis=0)
+            x, y = road(pa, 0), road(pa, 1)
+            for line_y, mat, dash, period in self.road.lines:
+                on = np.abs(y - line_y) < 0.075
                 if dash > 0:
-                    on &= np.mod(p[:, 0], period) < dash
+                    on &= np.mod(x, period) < dash
                 out[asphalt[on]] = mat
-        facade = np.nonzero(
-            np.isin(materials, [material_index(m) for m in ("brick", "concrete", "plaster")])
-        )[0]
+        facade = np.flatnonzero(np.take(_FACADE, materials))
         if facade.size:
-            p = points_world[facade] @ road_from_world[:3, :3].T + road_from_world[:3, 3]
-            n = normals_world[facade] @ road_from_world[:3, :3].T
+            pf = np.take(points_world, facade, axis=0)
+            x, y, z = road(pf, 0), road(pf, 1), road(pf, 2)
+            n = np.take(normals_world, facade, axis=0)
+            nx, ny, nz = (n[:, 0] * rot[k, 0] + n[:, 1] * rot[k, 1] + n[:, 2] * rot[k, 2] for k in range(3))
             storey, bay = self.facade
-            z = p[:, 2] - self.height(p[:, 0])
-            along = np.where(np.abs(n[:, 1]) > np.abs(n[:, 0]), p[:, 0], p[:, 1])
+            z = z - self.height(x)
+            along = np.where(np.abs(ny) > np.abs(nx), x, y)
             fz, fa = np.mod(z, storey) / storey, np.mod(along, bay) / bay
-            window = (np.abs(n[:, 2]) < 0.5) & (z > 1.0) & (fz > 0.3) & (fz < 0.8) & (fa > 0.2) & (fa < 0.8)
-            out[facade[window]] = material_index("window")
+            window = (np.abs(nz) < 0.5) & (z > 1.0) & (fz > 0.3) & (fz < 0.8) & (fa > 0.2) & (fa < 0.8)
+            out[facade[window]] = _WINDOW
         return out
+
+
+_ASPHALT = material_index("asphalt")
+_WINDOW = material_index("window")
+#: Facade materials (a lookup by material id; the last entry answers -1).
+_FACADE = np.zeros(len(MATERIALS) + 1, bool)
+_FACADE[[material_index(m) for m in FACADES]] = True
 
 
 # ---------------------------------------------------------------------- generation
