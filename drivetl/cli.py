@@ -18,6 +18,7 @@ from drivetl.errors import DrivetlError
 # (name, module, one-line help)
 _COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("pretrain", "drivetl.commands.pretrain", "pretrain LiDAR/camera encoders from a YAML config"),
+    ("finetune", "drivetl.commands.finetune", "fine-tune a pretrained checkpoint on fleet data with adapters"),
     ("rig", "drivetl.commands.rig", "validate and summarize rig files, estimate beam patterns"),
     ("simulate", "drivetl.commands.simulate", "simulate a rig in generated street scenes (Waymo or team format)"),
     ("import", "drivetl.commands.import_", "import KITTI or TRI DGP data into the team format"),

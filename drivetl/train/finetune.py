@@ -1,0 +1,414 @@
+"""The Lightning module for domain-adaptation fine-tuning (`drivetl finetune`).
+
+`FinetuneModule` rebuilds the pretrained detector from its checkpoint's ``"drivetl"`` metadata
+(the pretraining-only heads left out), loads the pretrained tensors with
+`drivetl.models.checkpoint.load_pretrained` (the encoders by default, the head optionally; a
+changed class list is mapped by name), applies one adapter method and a freezing policy, and
+prints and logs the trainable-parameter count and share. See docs/finetune.md.
+
+Training: CenterPoint detection loss on the labeled target frames (plus source frames when the data
+module mixes them in); with self-training, unlabeled target frames get pseudo-labels from a frozen
+copy of the model taken at each epoch start (boxes above `pseudo_threshold`), weighted by
+`pseudo_weight`. Validation: AP on the declared labeled validation split (``val/ap``, the
+checkpoint-selection metric by default), BEV-centre recall, and a label-free criterion
+(``val/entropy``: mean binary entropy of the top heatmap peaks, lower is more confident).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+
+from drivetl.data.collate import Batch
+from drivetl.errors import CheckpointError, ConfigError
+from drivetl.models.adapters import adapter_recipe, count_parameters, frozen_norms_eval, parameter_table
+from drivetl.models.adapters import reestimate_batchnorm as _reestimate
+from drivetl.models.checkpoint import checkpoint_metadata as base_metadata
+from drivetl.models.checkpoint import load_pretrained, read_checkpoint
+from drivetl.train._finetune_build import (
+    ARCH,
+    AdaptedDetector,
+    AdapterSpec,
+    apply_method,
+    build_adapted,
+    build_detector,
+    forward_adapted,
+    freeze_model,
+    load_finetuned,
+    rig_vector,
+)
+from drivetl.train._finetune_data import FinetuneDataModule
+from drivetl.train._finetune_select import ValidationScores, pseudo_label_batch
+from drivetl.train.losses import detection_loss
+
+__all__ = [
+    "AdaptedDetector",
+    "FinetuneDataModule",
+    "FinetuneModule",
+    "build_adapted",
+    "load_finetuned",
+    "run_finetune",
+]
+
+#: selection criterion -> (monitored metric, mode)
+SELECTION = {"val_ap": ("val/ap", "max"), "label_free": ("val/entropy", "min")}
+
+
+class FinetuneModule(pl.LightningModule):
+    """Fine-tune a pretrained `BEVDetector` on another rig's data with adapters.
+
+    pretrained: the pretraining checkpoint (``drivetl pretrain``'s ``*.ckpt``).
+    detector: the detector config, only for checkpoints without drivetl metadata (None: the checkpoint's).
+    classes / class_map: the fine-tune class list (None: the checkpoint's) and renames old -> new.
+    load_head: load the pretrained head too (else only `include`, the encoders and fusion).
+    include: module prefixes to load (None: lidar, camera, fusion, + head with `load_head`).
+    method, targets, rank, alpha, lora_dropout, reduction, film_hidden: the adapter (`AdapterSpec`).
+    freeze, last_k: freezing policy (adapters+head | last_k | full).
+    reestimate_norms: re-estimate BatchNorm statistics on the target training frames before training
+        (None: on for the norm and domain_norm methods); norm_batches: batches used for it.
+    self_training, pseudo_threshold, pseudo_weight, self_training_start_epoch: self-training.
+    selection: checkpoint selection, val_ap (declared labeled val split) or label_free (val/entropy).
+    val_matcher: AP matching, distance (BEV centre within 2 m) or iou (Waymo thresholds).
+    lr, weight_decay, warmup_steps: AdamW with warm-up then cosine decay to 5%.
+    """
+
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        detector: dict | None = None,
+        classes: list[str] | None = None,
+        class_map: dict[str, str] | None = None,
+        load_head: bool = False,
+        include: list[str] | None = None,
+        method: Literal["lora", "bottleneck", "film", "norm", "domain_norm", "none"] = "lora",
+        targets: list[str] | None = None,
+        rank: int = 8,
+        alpha: float = 16.0,
+        lora_dropout: float = 0.0,
+        reduction: int = 4,
+        film_hidden: int = 64,
+        freeze: Literal["adapters+head", "last_k", "full"] = "adapters+head",
+        last_k: int = 1,
+        reestimate_norms: bool | None = None,
+        norm_batches: int = 50,
+        self_training: bool = False,
+        pseudo_threshold: float = 0.5,
+        pseudo_weight: float = 1.0,
+        self_training_start_epoch: int = 1,
+        selection: Literal["val_ap", "label_free"] = "val_ap",
+        val_matcher: Literal["distance", "iou"] = "distance",
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 20,
+        recall_distance: float = 2.0,
+        score_threshold: float = 0.3,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if pretrained is None:
+            raise ConfigError("model.pretrained: give the pretrained checkpoint (--model.pretrained CKPT)")
+        _, meta = read_checkpoint(pretrained)
+        meta = meta or {}
+        if meta.get("arch") and meta["arch"] != ARCH:
+            raise CheckpointError(
+                f"{pretrained}: checkpoint architecture is {meta['arch']!r}, fine-tuning builds {ARCH!r}; "
+                "use a checkpoint written by drivetl pretrain"
+            )
+        det_cfg = detector or meta.get("detector")
+        if det_cfg is None:
+            raise CheckpointError(
+                f"{pretrained}: no detector config in the checkpoint's 'drivetl' metadata; "
+                "pass --model.detector "
+                "(the class_path/init_args config it was trained with)"
+            )
+        self.model, self.detector_config = build_detector(det_cfg, classes, str(pretrained))
+        requested = (
+            list(include)
+            if include is not None
+            else ["lidar", "camera", "fusion"] + (["head"] if load_head else [])
+        )
+        names = list(self.model.state_dict())
+        self.include = [p for p in requested if any(k == p or k.startswith(p + ".") for k in names)]
+        if requested and not self.include:
+            raise ConfigError(f"model.include {requested} names no module of the detector (lidar, camera...)")
+        self.load_report = None
+        if self.include:
+            self.load_report = load_pretrained(
+                self.model,
+                pretrained,
+                include=self.include,
+                arch=ARCH,
+                classes=list(self.model.classes),
+                class_map=class_map,
+            )
+        else:
+            print(f"fine-tune: include is empty: training from scratch (architecture of {pretrained})")
+        self.spec = AdapterSpec(
+            method=method,
+            targets=tuple(targets) if targets else None,
+            rank=rank,
+            alpha=alpha,
+            dropout=lora_dropout,
+            reduction=reduction,
+            film_hidden=film_hidden,
+            freeze=freeze,
+            last_k=last_k,
+        )
+        self.adapted = apply_method(self.model, self.spec)
+        self.param_count = freeze_model(self.model, self.spec, self.load_report)
+        print(f"fine-tune: method {method}, freezing {freeze}")
+        print(parameter_table(self.model))
+        self.pretrained_meta = {k: meta.get(k) for k in ("arch_signature", "rigs", "classes", "grid", "bev")}
+        self.data_defaults = {
+            "classes": list(self.model.classes),
+            "point_columns": meta.get("point_columns"),
+            "camera_names": meta.get("camera_names") if self.model.camera is not None else None,
+            "image_size": meta.get("image_size") if self.model.camera is not None else None,
+        }
+        self.rig_vectors: dict[str, list[float]] = {}
+        self.norms_reestimated = False
+        self._teacher: list = []  # a plain list keeps the teacher out of the state dict
+        self.scores = ValidationScores(
+            list(self.model.classes), val_matcher, recall_distance, score_threshold
+        )
+
+    # ------------------------------------------------------------------ properties used by the data module
+    @property
+    def uses_unlabeled(self) -> bool:
+        return bool(self.hparams.self_training)
+
+    @property
+    def do_reestimate(self) -> bool:
+        flag = self.hparams.reestimate_norms
+        return self.hparams.method in ("norm", "domain_norm") if flag is None else bool(flag)
+
+    @property
+    def monitor(self) -> tuple[str, str]:
+        """(metric, mode) that selects the checkpoint."""
+        return SELECTION[self.hparams.selection]
+
+    def adapter_metadata(self) -> dict[str, Any]:
+        """What `build_adapted` needs to rebuild the model from the pretrained checkpoint + adapter file."""
+        hp = self.hparams
+        return {
+            "task": "finetune",
+            "method": hp.method,
+            "freeze": hp.freeze,
+            "detector": self.detector_config,
+            "classes": list(self.model.classes),
+            "class_map": dict(hp.class_map or {}),
+            "include": self.include,
+            "rig_vectors": self.rig_vectors,
+            "pretrained": str(Path(hp.pretrained).resolve()),
+            "point_columns": self.data_defaults.get("point_columns"),
+            "camera_names": self.data_defaults.get("camera_names"),
+            "image_size": self.data_defaults.get("image_size"),
+            "pretrained_arch_signature": self.pretrained_meta.get("arch_signature"),
+            "trainable_share": self.param_count.share,
+        }
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batch: Batch):
+        return forward_adapted(self.model, batch, self.rig_vectors)
+
+    def adapted_detector(self) -> AdaptedDetector:
+        """The model as `load_finetuned` would return it (sharing this module's weights)."""
+        return AdaptedDetector(self.model, self.rig_vectors, self.adapter_metadata())
+
+    # ------------------------------------------------------------------ fit start: rigs, norms, counts
+    def on_fit_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        for name, rig in (getattr(dm, "rigs", None) or {}).items():
+            self.rig_vectors.setdefault(name, rig_vector(rig))
+        if self.do_reestimate and not self.norms_reestimated:
+            if dm is None or not hasattr(dm, "norm_dataloader"):
+                raise ConfigError("reestimate_norms needs the fine-tune data module (FinetuneDataModule)")
+            n = _reestimate(
+                self.model,
+                dm.norm_dataloader(),
+                forward_fn=self._norm_forward,
+                max_batches=self.hparams.norm_batches,
+            )
+            self.norms_reestimated = True
+            print(f"fine-tune: BatchNorm statistics re-estimated on {n} target batches")
+
+    def _norm_forward(self, model, batch: Batch):
+        return forward_adapted(model, batch.to(self.device), self.rig_vectors)
+
+    def on_train_start(self) -> None:
+        count = count_parameters(self.model)
+        for logger in self.loggers:
+            logger.log_metrics(count.as_dict(), step=0)
+        dm = getattr(self.trainer, "datamodule", None)
+        if getattr(dm, "counts", None):
+            print("fine-tune frames: " + ", ".join(f"{k} {v}" for k, v in dm.counts.items()))
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # Lightning puts the whole model back in train mode after each validation (also mid-epoch):
+        # keep frozen BatchNorm layers on their pretrained / re-estimated statistics
+        frozen_norms_eval(self.model)
+
+    def on_train_epoch_start(self) -> None:
+        self._teacher.clear()
+        if self.hparams.self_training and self.current_epoch >= self.hparams.self_training_start_epoch:
+            teacher = copy.deepcopy(self.model).eval()
+            teacher.requires_grad_(False)
+            self._teacher.append(teacher)
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        labeled = batch["labeled"] if isinstance(batch, dict) else batch
+        b = labeled.batch_size
+        terms = detection_loss(self(labeled), labeled)
+        loss = sum(terms.values())
+        for name, value in terms.items():
+            self.log(f"train/{name}", value, batch_size=b)
+        unlabeled = batch.get("unlabeled") if isinstance(batch, dict) else None
+        if unlabeled is not None and self._teacher:
+            with torch.no_grad():
+                out = forward_adapted(self._teacher[0], unlabeled, self.rig_vectors)
+            pseudo = pseudo_label_batch(unlabeled, out, self.hparams.pseudo_threshold)
+            self.log(
+                "train/pseudo_boxes",
+                float(pseudo.boxes.shape[0]) / unlabeled.batch_size,
+                batch_size=unlabeled.batch_size,
+            )
+            if pseudo.boxes.shape[0]:
+                st = detection_loss(self(pseudo), pseudo)
+                st_loss = sum(st.values())
+                self.log("train/self_training", st_loss, batch_size=unlabeled.batch_size)
+                loss = loss + self.hparams.pseudo_weight * st_loss
+        self.log("train/loss", loss, prog_bar=True, batch_size=b)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self.scores.reset()
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        outputs = self(batch)
+        b = batch.batch_size
+        terms = detection_loss(outputs, batch)
+        self.log("val/loss", sum(terms.values()), batch_size=b, sync_dist=True)
+        self.scores.update(outputs, batch)
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.scores.compute()
+        metric, _ = self.monitor
+        if metric == "val/ap" and math.isnan(values["val/ap"]):
+            raise ConfigError(
+                "model.selection val_ap needs labeled validation frames, but the validation split has no "
+                f"boxes of {list(self.model.classes)}; declare a labeled val split (data.val_split) or use "
+                "--model.selection label_free"
+            )
+        for name, value in values.items():
+            if not math.isnan(value):
+                self.log(name, value, prog_bar=name in ("val/ap", "val/recall"), sync_dist=False)
+
+    # ------------------------------------------------------------------ optimizer
+    def configure_optimizers(self):
+        params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError("nothing to train: the freezing policy froze every parameter")
+        decay = [p for n, p in params if p.ndim > 1]
+        no_decay = [p for n, p in params if p.ndim <= 1]
+        opt = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.hparams.lr,
+        )
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warm = min(self.hparams.warmup_steps, max(total // 5, 1))
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            t = min((step - warm) / max(total - warm, 1), 1.0)
+            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ------------------------------------------------------------------ checkpoint metadata
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["drivetl"] = self.checkpoint_metadata()
+
+    def checkpoint_metadata(self) -> dict[str, Any]:
+        """``checkpoint["drivetl"]``: the `drivetl.models.checkpoint` fields (so a fine-tune checkpoint
+        can itself be loaded with `load_pretrained`), plus the adapter recipe and everything
+        `load_finetuned` needs."""
+        geo = self.model.geometry
+        grid = self.model.lidar.grid
+        meta = base_metadata(
+            self.model,
+            arch=ARCH,
+            classes=list(self.model.classes),
+            grid={"voxel_size": list(grid.voxel_size), "point_range": list(grid.point_range)},
+            rig=None,
+            config=_plain(dict(self.hparams)),
+            class_dims={"head.heatmap.1.*": 0},
+        )
+        count = count_parameters(self.model)
+        meta.update(
+            {
+                "task": "finetune",
+                "detector": self.detector_config,
+                "state_dict_prefix": "model.",
+                "bev": {
+                    "x_min": geo.x_min,
+                    "y_min": geo.y_min,
+                    "cell_x": geo.cell_x,
+                    "cell_y": geo.cell_y,
+                    "height": geo.height,
+                    "width": geo.width,
+                },
+                "point_columns": _plain(self.data_defaults.get("point_columns")),
+                "camera_names": _plain(self.data_defaults.get("camera_names")),
+                "image_size": _plain(self.data_defaults.get("image_size")),
+                "rigs": sorted(self.rig_vectors),
+                "rig_vectors": {k: list(v) for k, v in self.rig_vectors.items()},
+                "adapters": {
+                    "method": self.hparams.method,
+                    "freeze": self.hparams.freeze,
+                    "recipe": adapter_recipe(self.model),
+                    "trainable": count.trainable,
+                    "total": count.total,
+                    "share": count.share,
+                },
+                "norms_reestimated": self.norms_reestimated,
+                "pretrained": _plain(self.pretrained_meta) | {"path": str(self.hparams.pretrained)},
+            }
+        )
+        return meta
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        meta = checkpoint.get("drivetl") or {}
+        self.norms_reestimated = bool(meta.get("norms_reestimated", False))
+        self.rig_vectors.update({k: list(v) for k, v in (meta.get("rig_vectors") or {}).items()})
+
+
+def _plain(value: Any) -> Any:
+    """Values as plain builtins (safe for ``torch.load(weights_only=True)``)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def run_finetune(args: list[str]) -> dict[str, Any]:
+    """``drivetl finetune`` without the shell: fit + export with LightningCLI arguments, e.g.
+    ``run_finetune(["--config", "configs/finetune/lora.yaml", "--model.pretrained", ckpt,
+    "--data.root", fleet, "--trainer.default_root_dir", run])``. Returns the run summary
+    (`finetune_summary.json`: file paths, trainable share, selection score)."""
+    from drivetl.train._finetune_cli import run_finetune as _run
+
+    return _run(args)
