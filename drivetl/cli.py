@@ -26,6 +26,8 @@ _COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("convert", "drivetl.commands.convert", "convert Waymo v1 TFRecords into the training cache (parallel, resumable)"),
     ("info", "drivetl.commands.info", "print what a Waymo v1 TFRecord holds; --check verifies every CRC"),
     ("build-ops", "drivetl.commands.build_ops", "compile the CPU/CUDA voxelization kernels ahead of time"),
+    ("evaluate", "drivetl.commands.evaluate", "evaluate checkpoints side by side on fleet data: AP/APH report"),
+    ("demo", "drivetl.commands.demo", "the whole chain on simulated data, sized for a laptop CPU"),
 )
 
 
