@@ -2,8 +2,12 @@
 
 A seeded 180k-point Waymo-like sweep (and a batch of 16), 0.1 m voxels and 0.32 m pillars over
 [-75, 75] x [-75, 75] x [-2, 4] m, dynamic voxelization with a mean per voxel. Prints the median
-ms per frame for each method and its speed-up over the torch-unique baseline, all measured in this
-process (the baseline and the reference on one thread, like the "1 thread" kernel rows).
+wall-clock ms and the median process CPU ms per frame for each method, and its speed-up over the
+torch-unique baseline, all measured in this process (the baseline and the reference on one thread,
+like the "1 thread" kernel rows). CPU ms is the fairer number on a machine shared with other jobs.
+Extra rows: the index alone (``reduce=None, padded=False``, what a pillar net that reduces with
+`scatter_reduce` pays), the padded hard voxels (read, so they are built), and the bare custom ops
+without the Python wrapper (the difference to the first kernel row is the wrapper's overhead).
 Usage: ``python tools/bench_voxelize.py [--device cpu|cuda] [--repeats 7] [--json out.json]``.
 """
 
@@ -60,6 +64,13 @@ def spconv_runner(grid: VoxelGrid, device: str) -> Callable | None:
     return run
 
 
+def bare_ops(points: torch.Tensor, offsets: torch.Tensor, grid: VoxelGrid) -> torch.Tensor:
+    """The CPU custom ops alone: voxel_index then a mean by segment_reduce, no Python wrapper."""
+    out = torch.ops.drivetl_ops.voxel_index(points, offsets, grid.voxel_size, grid.range_min, grid.range_max,
+                                            grid.grid_shape, -1, -1, False, 0)
+    return torch.ops.drivetl_ops.segment_reduce(points, out[4], out[1], 1)[0]
+
+
 def median_ms(fn: Callable[[], object], repeats: int, device: str) -> tuple[float, float]:
     """Median wall-clock ms and median process CPU ms (all threads) of `fn` over `repeats` runs.
 
@@ -104,15 +115,21 @@ def main() -> int:
             for threads in (1, 2):
                 methods.append((f"drivetl cpu kernel ({threads} thread{'s' * (threads > 1)})",
                                 lambda p, o, g=grid: voxelize(p, o, g, backend="cpu"), threads))
+            methods.append(("drivetl cpu kernel index only (1 thread)",
+                            lambda p, o, g=grid: voxelize(p, o, g, backend="cpu", reduce=None,
+                                                          padded=False), 1))
             methods.append(("drivetl cpu kernel hard (K=32, 1 thread)",
                             lambda p, o, g=grid: voxelize(p, o, g, backend="cpu", reduce=None,
-                                                          max_points_per_voxel=32, max_voxels=150_000), 1))
+                                                          max_points_per_voxel=32,
+                                                          max_voxels=150_000).voxels, 1))
+            methods.append(("bare cpu ops, no wrapper (1 thread)", lambda p, o, g=grid: bare_ops(p, o, g), 1))
         else:
             methods.append(("drivetl cuda kernel",
                             lambda p, o, g=grid: voxelize(p, o, g, backend="cuda"), None))
             methods.append(("drivetl cuda kernel hard (K=32)",
                             lambda p, o, g=grid: voxelize(p, o, g, backend="cuda", reduce=None,
-                                                          max_points_per_voxel=32, max_voxels=150_000), None))
+                                                          max_points_per_voxel=32, max_voxels=150_000).voxels,
+                            None))
         sp = spconv_runner(grid, dev)
         if sp is not None:
             methods.append(("spconv PointToVoxel (K=32)", sp, None))
@@ -134,7 +151,9 @@ def main() -> int:
             print(f"{name:42s} {one:10.3f} {one_cpu:9.3f} {many:13.3f} {many_cpu:9.3f} {base / one:7.1f} "
                   f"{base_cpu / one_cpu:10.1f}")
             results.append(dict(grid=grid_name, method=name, ms_per_frame=one, cpu_ms_per_frame=one_cpu,
-                                ms_per_frame_batched=many, speedup_vs_torch_unique=base / one, device=dev))
+                                ms_per_frame_batched=many, cpu_ms_per_frame_batched=many_cpu,
+                                speedup_vs_torch_unique=base / one,
+                                cpu_speedup_vs_torch_unique=base_cpu / one_cpu, device=dev))
     if args.json:
         from drivetl._io import atomic_write_text
 

@@ -9,6 +9,10 @@ The ops live in the ``drivetl_ops`` torch library namespace:
 
 * ``drivetl_ops::voxel_index`` (CPU, CUDA): points -> voxels (see ``_torch_impl.voxel_index``).
 * ``drivetl_ops::segment_reduce`` (CPU, CUDA): grouped sum/mean/max (``_torch_impl.segment_reduce``).
+* ``drivetl_ops::index_reduce`` (CPU): the same reductions by a row -> segment index, without
+  grouping (rows in input order are each segment's rows in the reference order).
+* ``drivetl_ops::pad_voxels`` (CPU): the (M, K, C) zero-padded voxels of hard voxelization (not
+  differentiable; `voxelize` uses indexing in torch when gradients are needed).
 
 The CPU library defines the schemas; the CUDA library only adds CUDA kernels to them, so it is
 always loaded after the CPU one.
@@ -92,7 +96,7 @@ def _build(kind: Kind) -> None:
         load("cpu")  # defines the op schemas the CUDA kernels attach to
         sources = [CSRC / "voxelize_cuda.cu", CSRC / "voxelize_cuda_binding.cpp"]
     elif kind == "cpu":
-        sources = [CSRC / "voxelize_cpu.cpp"]
+        sources = [CSRC / "voxelize_cpu.cpp"]  # includes radix_sort.h, segment_cpu.h
     else:
         raise ValueError(f"unknown ops kind {kind!r}; expected 'cpu' or 'cuda'")
     folder = build_root() / kind
@@ -145,6 +149,37 @@ def _register_python_side() -> None:
         m, c = counts.shape[0], values.shape[1]
         arg_shape = (m, c) if reduce == 2 else (0,)
         return values.new_empty((m, c)), values.new_empty(arg_shape, dtype=torch.int64)
+
+    @torch.library.register_fake("drivetl_ops::index_reduce")
+    def _index_reduce_fake(values, index, num_segments, reduce):
+        m, c = num_segments, values.shape[1]
+        arg_shape = (m, c) if reduce == 2 else (0,)
+        return values.new_empty((m, c)), values.new_empty(arg_shape, dtype=torch.int64)
+
+    def _index_setup(ctx, inputs, output):
+        values, index, num_segments, reduce = inputs
+        ctx.save_for_backward(index, output[1])
+        ctx.num_rows, ctx.num_segments, ctx.reduce = values.shape[0], num_segments, reduce
+
+    def _index_backward(ctx, grad_out, _grad_arg):
+        index, arg = ctx.saved_tensors
+        if ctx.reduce == 2:
+            grad = grad_out.new_zeros((ctx.num_rows, grad_out.shape[1]))
+            grad.scatter_add_(0, arg.clamp(min=0), torch.where(arg >= 0, grad_out, 0.0))
+            return grad, None, None, None
+        kept = index >= 0
+        seg = index.clamp(min=0)
+        g = grad_out[seg]
+        if ctx.reduce == 1:
+            counts = torch.bincount(index[kept], minlength=ctx.num_segments)
+            g = g / counts[seg].to(g.dtype)[:, None]
+        return torch.where(kept[:, None], g, 0.0), None, None, None
+
+    torch.library.register_autograd("drivetl_ops::index_reduce", _index_backward, setup_context=_index_setup)
+
+    @torch.library.register_fake("drivetl_ops::pad_voxels")
+    def _pad_voxels_fake(points, point_order, counts, k):
+        return points.new_empty((counts.shape[0], k, points.shape[1]))
 
     def _setup(ctx, inputs, output):
         values, point_order, counts, reduce = inputs

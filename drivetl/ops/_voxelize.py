@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -27,6 +29,8 @@ class Voxels:
             input order within a voxel.
         features: (M, C) reduced point columns (dynamic voxelization), or None.
         voxels: (M, K, C) points of each voxel in input order, zero-padded (hard voxelization), or None.
+            Built on first access (a property), from the points given to `voxelize`: callers that
+            never read it (e.g. a pillar net that reduces with `scatter_reduce`) never pay for it.
     """
 
     coords: torch.Tensor
@@ -35,7 +39,12 @@ class Voxels:
     voxel_offsets: torch.Tensor
     point_order: torch.Tensor
     features: torch.Tensor | None = None
-    voxels: torch.Tensor | None = None
+    _padder: Callable[[], torch.Tensor] | None = field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def voxels(self) -> torch.Tensor | None:
+        """(M, K, C) padded voxels (see the class docstring), computed once on first access."""
+        return None if self._padder is None else self._padder()
 
 
 def voxelize(
@@ -70,10 +79,11 @@ def voxelize(
             with the lowest seeded hash of their index within the frame: an unbiased subset that
             is still deterministic).
         seed: seed of ``keep="hashed"``.
-        padded: with ``reduce=None``, whether to build ``voxels``; False returns the voxel index
-            only (coords, counts, point_to_voxel, point_order), e.g. for a pillar feature net that
-            reduces with `scatter_reduce` itself. Without a cap, K is the largest count, so the
-            padded tensor can be large.
+        padded: with ``reduce=None``, whether ``voxels`` is available; False returns the voxel
+            index only (coords, counts, point_to_voxel, point_order), e.g. for a pillar feature net
+            that reduces with `scatter_reduce` itself. The padded tensor is built lazily, on the
+            first read of ``voxels`` (do not modify `points` in place before that). Without a cap,
+            K is the largest count, so it can be large.
         backend: "auto" (compiled kernel for the device when it builds, else torch), "cuda",
             "cpu" (compiled kernels; raise BackendUnavailableError when they cannot be built) or
             "torch" (the reference).
@@ -114,15 +124,20 @@ def voxelize(
         return Voxels(coords, counts, p2v, voff, order, features=features)
     if not padded:
         return Voxels(coords, counts, p2v, voff, order)
-    return Voxels(coords, counts, p2v, voff, order, voxels=_pad(points, order, counts, max_points_per_voxel))
+    padder = functools.partial(_pad, points, order, counts, max_points_per_voxel, kind)
+    return Voxels(coords, counts, p2v, voff, order, _padder=padder)
 
 
-def _pad(points: torch.Tensor, order: torch.Tensor, counts: torch.Tensor, k: int | None) -> torch.Tensor:
+def _pad(
+    points: torch.Tensor, order: torch.Tensor, counts: torch.Tensor, k: int | None, kind: str
+) -> torch.Tensor:
     """(M, K, C) zero-padded voxels; exact copies of the points (no arithmetic)."""
     m, c = counts.numel(), points.shape[1]
-    counts64 = counts.to(torch.int64)
     if k is None:
-        k = int(counts64.max()) if m else 0
+        k = int(counts.max()) if m else 0
+    if kind == "cpu" and not (points.requires_grad and torch.is_grad_enabled()):
+        return torch.ops.drivetl_ops.pad_voxels(points, order, counts, k)
+    counts64 = counts.to(torch.int64)
     seg = torch.repeat_interleave(torch.arange(m, device=points.device), counts64, output_size=order.numel())
     slot = torch.arange(order.numel(), device=points.device) - (torch.cumsum(counts64, 0) - counts64)[seg]
     out = points.new_zeros((m, k, c))

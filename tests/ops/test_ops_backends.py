@@ -17,13 +17,6 @@ from drivetl.ops import VoxelGrid, _backend, voxelize
 GRID = VoxelGrid((0.5, 0.5, 0.5), (-4.0, -4.0, -2.0, 4.0, 4.0, 2.0))
 
 
-@pytest.fixture(scope="module")
-def cpu_ops() -> None:
-    from drivetl.ops import build
-
-    build("cpu")
-
-
 def sample(n: int = 300, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     points = torch.cat([torch.rand(n, 3, generator=g) * 10 - 5, torch.rand(n, 1, generator=g)], 1)
@@ -46,6 +39,8 @@ def test_opcheck_voxel_index(cpu_ops):
         args = (points, offsets, GRID.voxel_size, GRID.range_min, GRID.range_max, GRID.grid_shape,
                 k, cap, hashed, 3)
         torch.library.opcheck(torch.ops.drivetl_ops.voxel_index.default, args)
+    out = voxelize(points, offsets, GRID, reduce=None, max_points_per_voxel=3, backend="cpu")
+    torch.library.opcheck(torch.ops.drivetl_ops.pad_voxels.default, (points, out.point_order, out.counts, 3))
 
 
 def test_auto_uses_cpu_kernel(cpu_ops, caplog):
