@@ -49,8 +49,8 @@ class DemoPlan:
     fleet_val_frames: int = 10
     fleet_test_frames: int = 20
     labeled_fraction: float = 0.1
-    pretrain_steps: int = 150
-    finetune_steps: int = 80
+    pretrain_steps: int = 100
+    finetune_steps: int = 50
     batch_size: int = 4
     workers: int = 2
 
@@ -70,8 +70,8 @@ class DemoPlan:
             fleet_train_frames=frames(60),
             fleet_val_frames=frames(10),
             fleet_test_frames=frames(20),
-            pretrain_steps=max(2, int(150 * scale)),
-            finetune_steps=max(2, int(80 * scale)),
+            pretrain_steps=max(2, int(100 * scale)),
+            finetune_steps=max(2, int(50 * scale)),
             workers=workers,
         )
 
