@@ -258,6 +258,13 @@ class DriveDataModule(pl.LightningDataModule):
             prefetch_factor=4 if hp.num_workers > 0 else None,
         )
 
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """`Batch.to` with ``non_blocking`` on CUDA (Lightning passes it only to plain tensors), so
+        copies from the loader's pinned memory do not stall the host."""
+        if isinstance(batch, Batch):
+            return batch.to(device, non_blocking=torch.device(device).type == "cuda")
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
 

@@ -104,7 +104,10 @@ class PretrainModule(pl.LightningModule):
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         b = batch.batch_size
-        with torch.random.fork_rng(devices=[]):  # the same validation mask every epoch
+        # the same validation mask every epoch; the GPU's generator is forked too, or the seed below
+        # would reset it and training would redraw the same masks after every validation
+        dev = batch.points.device
+        with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
             torch.manual_seed(batch_idx)
             outputs = self.model(batch, mask_ratio=self._mask_ratio())
         loss, terms = total_loss(outputs, batch, self.objectives)

@@ -35,6 +35,29 @@ def project_points(
     extent (so the distortion polynomial is not evaluated far outside its valid range), and
     0 <= u < width, 0 <= v < height.
     """
+    # Always float32, also under autocast: in bfloat16 a point 75 m away is rounded to 0.5 m and its
+    # pixel moves by several pixels (and in/out of the image).
+    with torch.autocast(points.device.type, enabled=False):
+        return _project(
+            _full(points), _full(camera_K), _full(distortion), _full(camera_from_vehicle),
+            image_size, min_depth, fov_margin,
+        )
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 -> float32; float32 and float64 as they are."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _project(
+    points: torch.Tensor,
+    camera_K: torch.Tensor,
+    distortion: torch.Tensor,
+    camera_from_vehicle: torch.Tensor,
+    image_size: torch.Tensor,
+    min_depth: float,
+    fov_margin: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     opt = OPTICAL_FROM_CAMERA_T.to(camera_from_vehicle) @ camera_from_vehicle  # (B, V, 4, 4)
     cam = torch.einsum("bvij,pj->bvpi", opt[..., :3, :3], points) + opt[..., None, :3, 3]
     depth = cam[..., 2]

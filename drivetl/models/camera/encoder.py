@@ -142,7 +142,9 @@ class CameraEncoder(nn.Module):
         ok = ok & batch.camera_valid[:, :, None]
         size = batch.image_size.to(uv.dtype)[:, :, None, :]
         grid = (2.0 * uv / size - 1.0).flatten(0, 1)[:, :, None, :]  # (B*V, P, 1, 2)
-        sampled = F.grid_sample(feats, grid.to(feats.dtype), mode="bilinear", align_corners=False)
+        # sampled in float32 also under autocast: a bfloat16 grid would move samples by a tenth of a
+        # feature pixel, and the backward pass would sum many bfloat16 gradients into each pixel
+        sampled = F.grid_sample(feats.float(), grid.float(), mode="bilinear", align_corners=False)
         c = feats.shape[1]
         sampled = sampled.view(b, v, c, nz, h, w)
         weight = ok.view(b, v, 1, nz, h, w).to(sampled.dtype)

@@ -93,7 +93,9 @@ class PillarFeatureNet(nn.Module):
         x = self.point_features(points, columns, pillars)
         pooled = x.new_zeros((pillars.num_pillars, self.out_channels))
         for i, layer in enumerate(self.layers):
-            x = torch.relu(layer["norm"](layer["linear"](x)))
+            # float32 after each layer: under autocast the linear gives bfloat16, which the compiled
+            # segment kernels (float32/float64 only) reject
+            x = torch.relu(layer["norm"](layer["linear"](x))).float()
             pooled = _segment(x, idx, pillars.num_pillars, "max")
             if i + 1 < len(self.layers):
                 x = torch.cat([x, pooled[idx]], 1)
