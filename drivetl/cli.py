@@ -1,6 +1,7 @@
 """The `drivetl` command. Thin: parses arguments, then calls the package's functions.
 
-Each subcommand lives in its own module of `drivetl.commands` exposing ``add_arguments(parser)`` and ``run(args) -> int``.
+Each subcommand lives in its own module of `drivetl.commands` exposing ``add_arguments(parser)``
+and ``run(args) -> int``.
 The list below is the closed set of subcommands; a module is imported when the parser is built,
 so command modules keep heavy imports (torch extensions, open3d, Waymo protobufs) inside ``run``.
 """
@@ -17,17 +18,17 @@ from drivetl.errors import DrivetlError
 
 # (name, module, one-line help)
 _COMMANDS: tuple[tuple[str, str, str], ...] = (
-    ("pretrain", "drivetl.commands.pretrain", "pretrain LiDAR/camera encoders from a YAML config"),
-    ("finetune", "drivetl.commands.finetune", "fine-tune a pretrained checkpoint on fleet data with adapters"),
-    ("rig", "drivetl.commands.rig", "validate and summarize rig files, estimate beam patterns"),
-    ("simulate", "drivetl.commands.simulate", "simulate a rig in generated street scenes (Waymo or team format)"),
+    ("simulate", "drivetl.commands.simulate", "simulate a rig in generated streets (Waymo or team format)"),
+    ("convert", "drivetl.commands.convert", "Waymo v1 TFRecords -> training cache (parallel, resumable)"),
+    ("info", "drivetl.commands.info", "print what a Waymo v1 TFRecord holds; --check verifies every CRC"),
     ("import", "drivetl.commands.import_", "import KITTI or TRI DGP data into the team format"),
     ("check", "drivetl.commands.check", "check a data folder: overlays, histograms, warnings with fixes"),
-    ("convert", "drivetl.commands.convert", "convert Waymo v1 TFRecords into the training cache (parallel, resumable)"),
-    ("info", "drivetl.commands.info", "print what a Waymo v1 TFRecord holds; --check verifies every CRC"),
-    ("build-ops", "drivetl.commands.build_ops", "compile the CPU/CUDA voxelization kernels ahead of time"),
-    ("evaluate", "drivetl.commands.evaluate", "evaluate checkpoints side by side on fleet data: AP/APH report"),
+    ("rig", "drivetl.commands.rig", "validate and summarize rig files, estimate beam patterns"),
+    ("pretrain", "drivetl.commands.pretrain", "pretrain LiDAR/camera encoders from a YAML config"),
+    ("finetune", "drivetl.commands.finetune", "fine-tune a pretrained checkpoint on fleet data (adapters)"),
+    ("evaluate", "drivetl.commands.evaluate", "evaluate checkpoints side by side on fleet data (AP/APH)"),
     ("demo", "drivetl.commands.demo", "the whole chain on simulated data, sized for a laptop CPU"),
+    ("build-ops", "drivetl.commands.build_ops", "compile the CPU/CUDA voxelization kernels ahead of time"),
 )
 
 

@@ -59,7 +59,9 @@ class LidarPoints:
                 f"lidar {self.sensor}: points shape {pts.shape} does not match columns {self.columns}"
             )
         if tuple(self.columns[:4]) != POINT_COLUMNS[:4]:
-            raise ValueError(f"lidar {self.sensor}: columns must start with x, y, z, intensity: {self.columns}")
+            raise ValueError(
+                f"lidar {self.sensor}: columns must start with x, y, z, intensity: {self.columns}"
+            )
         if pts.dtype != np.float32:
             object.__setattr__(self, "points", pts.astype(np.float32))
 
