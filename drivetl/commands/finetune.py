@@ -8,7 +8,10 @@ Every option after ``--config`` is a LightningCLI option of the ``fit`` subcomma
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from drivetl.commands._lightning import add_config_arguments, lightning_args
+
+CONFIG_DIR = "configs/finetune/"
 
 DESCRIPTION = (
     "Fine-tune a pretrained checkpoint on fleet data (a team-format folder) with adapters: LoRA, bottleneck, "
@@ -20,26 +23,11 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="a YAML file from configs/finetune/")
-    parser.set_defaults(overrides=[])
-    plain = parser.parse_known_args
-
-    def parse_known_args(args=None, namespace=None):
-        # every option this parser does not know is handed to LightningCLI unchanged
-        ns, extras = plain(args, namespace)
-        ns.overrides = list(ns.overrides) + list(extras)
-        return ns, []
-
-    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+    add_config_arguments(parser, CONFIG_DIR)
 
 
 def run(args: argparse.Namespace) -> int:
-    from drivetl.errors import ConfigError
-
-    config = Path(args.config)
-    if not config.is_file():
-        raise ConfigError(f"{config}: config file not found (see configs/finetune/)")
     from drivetl.train.finetune import run_finetune
 
-    run_finetune(["--config", str(config), *args.overrides])
+    run_finetune(lightning_args(args, CONFIG_DIR))
     return 0

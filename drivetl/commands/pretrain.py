@@ -8,7 +8,10 @@ Every option after ``--config`` is a LightningCLI option of the ``fit`` subcomma
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from drivetl.commands._lightning import add_config_arguments, lightning_args
+
+CONFIG_DIR = "configs/pretrain/"
 
 DESCRIPTION = (
     "Pretrain LiDAR and camera encoders on Waymo-format data (or a team folder or training cache). "
@@ -19,26 +22,11 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="a YAML file from configs/pretrain/")
-    parser.set_defaults(overrides=[])
-    plain = parser.parse_known_args
-
-    def parse_known_args(args=None, namespace=None):
-        # every option this parser does not know is handed to LightningCLI unchanged
-        ns, extras = plain(args, namespace)
-        ns.overrides = list(ns.overrides) + list(extras)
-        return ns, []
-
-    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+    add_config_arguments(parser, CONFIG_DIR)
 
 
 def run(args: argparse.Namespace) -> int:
-    from drivetl.errors import ConfigError
-
-    config = Path(args.config)
-    if not config.is_file():
-        raise ConfigError(f"{config}: config file not found (see configs/pretrain/)")
     from drivetl.train.cli import run_pretrain
 
-    run_pretrain(["--config", str(config), *args.overrides])
+    run_pretrain(lightning_args(args, CONFIG_DIR))
     return 0

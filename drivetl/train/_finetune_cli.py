@@ -21,14 +21,12 @@ from typing import Any
 
 import torch
 from pytorch_lightning import Trainer
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar
-from pytorch_lightning.cli import LightningCLI
-from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from drivetl._io import atomic_write_text
 from drivetl.errors import DrivetlError
 from drivetl.models.adapters import save_adapters
 from drivetl.train._finetune_data import FinetuneDataModule
+from drivetl.train.cli import DrivetlCLI
 from drivetl.train.finetune import FinetuneModule
 
 __all__ = ["FinetuneCLI", "export_run", "run_finetune"]
@@ -38,35 +36,13 @@ CHECKPOINT_FILE = "finetuned.ckpt"
 SUMMARY_FILE = "finetune_summary.json"
 
 
-class FinetuneCLI(LightningCLI):
-    """LightningCLI with drivetl's logging/checkpoint/precision defaults for fine-tuning."""
+class FinetuneCLI(DrivetlCLI):
+    """`drivetl finetune`: best checkpoint by the fine-tune module's selection metric."""
 
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
-        root = config.get("default_root_dir") or os.path.join("runs", "finetune")
-        config["default_root_dir"] = root
-        if config.get("logger") in (None, True):
-            config["logger"] = [TensorBoardLogger(root, name="tb"), CSVLogger(root, name="csv")]
-        given = list(config.get("callbacks") or []) + list(callbacks)
-        if config.get("enable_progress_bar", True) is not False and not any(
-            isinstance(c, RichProgressBar) for c in given
-        ):
-            callbacks.append(RichProgressBar())
-        ckpts = [c for c in given if isinstance(c, ModelCheckpoint)]
-        if not ckpts and config.get("enable_checkpointing", True) is not False:
-            metric, mode = self.model.monitor
-            callbacks.append(
-                ModelCheckpoint(
-                    monitor=metric, mode=mode, save_top_k=1, save_last=True, filename="best-{step}"
-                )
-            )
-            ckpts = callbacks[-1:]
-        for c in ckpts:
-            if c.dirpath is None:
-                c.dirpath = os.path.realpath(os.path.join(root, "checkpoints"))
-        if config.get("precision") is None:
-            gpu = torch.cuda.is_available() and config.get("accelerator") in (None, "auto", "gpu", "cuda")
-            config["precision"] = "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
-        return super()._instantiate_trainer(config, callbacks)
+    run_name = "finetune"
+
+    def monitor(self) -> tuple[str, str]:
+        return self.model.monitor
 
 
 def _drivetl_cause(exc: BaseException) -> DrivetlError | None:

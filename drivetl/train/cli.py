@@ -22,14 +22,22 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from drivetl.data.datamodule import DriveDataModule
 from drivetl.train.pretrain import PretrainModule
 
-__all__ = ["PretrainCLI", "run_pretrain"]
+__all__ = ["DrivetlCLI", "PretrainCLI", "run_pretrain"]
 
 
-class PretrainCLI(LightningCLI):
-    """LightningCLI with drivetl's logging/checkpoint/precision defaults."""
+class DrivetlCLI(LightningCLI):
+    """LightningCLI with drivetl's defaults: run folder, TensorBoard + CSV logs, Rich progress bar,
+    best/last checkpoints on `monitor()`, bf16-mixed on a GPU that supports it."""
+
+    #: run folder used when the config gives no ``trainer.default_root_dir``
+    run_name = "run"
+
+    def monitor(self) -> tuple[str, str]:
+        """(metric, mode) the default ModelCheckpoint selects the best checkpoint by."""
+        return "val/loss", "min"
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
-        root = config.get("default_root_dir") or os.path.join("runs", "pretrain")
+        root = config.get("default_root_dir") or os.path.join("runs", self.run_name)
         config["default_root_dir"] = root
         if config.get("logger") in (None, True):
             config["logger"] = [TensorBoardLogger(root, name="tb"), CSVLogger(root, name="csv")]
@@ -40,9 +48,10 @@ class PretrainCLI(LightningCLI):
             callbacks.append(RichProgressBar())
         ckpts = [c for c in given if isinstance(c, ModelCheckpoint)]
         if not ckpts and config.get("enable_checkpointing", True) is not False:
+            metric, mode = self.monitor()
             callbacks.append(
                 ModelCheckpoint(
-                    monitor="val/loss", mode="min", save_top_k=1, save_last=True, filename="best-{step}"
+                    monitor=metric, mode=mode, save_top_k=1, save_last=True, filename="best-{step}"
                 )
             )
             ckpts = callbacks[-1:]
@@ -53,6 +62,12 @@ class PretrainCLI(LightningCLI):
             gpu = torch.cuda.is_available() and config.get("accelerator") in (None, "auto", "gpu", "cuda")
             config["precision"] = "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
         return super()._instantiate_trainer(config, callbacks)
+
+
+class PretrainCLI(DrivetlCLI):
+    """`drivetl pretrain`: best checkpoint by validation loss, runs under ``runs/pretrain``."""
+
+    run_name = "pretrain"
 
 
 def run_pretrain(args: Sequence[str]) -> None:

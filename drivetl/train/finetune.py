@@ -44,6 +44,7 @@ from drivetl.train._finetune_build import (
 )
 from drivetl.train._finetune_data import FinetuneDataModule
 from drivetl.train._finetune_select import ValidationScores, pseudo_label_batch
+from drivetl.train._optim import adamw_warmup_cosine
 from drivetl.train.losses import detection_loss
 
 __all__ = [
@@ -314,26 +315,10 @@ class FinetuneModule(pl.LightningModule):
         params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         if not params:
             raise ConfigError("nothing to train: the freezing policy froze every parameter")
-        decay = [p for n, p in params if p.ndim > 1]
-        no_decay = [p for n, p in params if p.ndim <= 1]
-        opt = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.hparams.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=self.hparams.lr,
+        return adamw_warmup_cosine(
+            params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
+            warmup_steps=self.hparams.warmup_steps, total_steps=self.trainer.estimated_stepping_batches,
         )
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warm = min(self.hparams.warmup_steps, max(total // 5, 1))
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            t = min((step - warm) / max(total - warm, 1), 1.0)
-            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------------ checkpoint metadata
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -10,7 +10,6 @@ canonical frame they were brought to, and the full hyper-parameters.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +20,7 @@ from drivetl.data.collate import Batch
 from drivetl.errors import ConfigError
 from drivetl.models import BEVDetector, decode, instantiate
 from drivetl.models.checkpoint import checkpoint_metadata as base_metadata
+from drivetl.train._optim import adamw_warmup_cosine
 from drivetl.train.losses import OBJECTIVES, total_loss
 from drivetl.train.metrics import centre_matches
 
@@ -143,27 +143,10 @@ class PretrainModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ optimizer
     def configure_optimizers(self):
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            (no_decay if p.ndim <= 1 or name.endswith("mask_token") else decay).append(p)
-        opt = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.hparams.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=self.hparams.lr,
+        return adamw_warmup_cosine(
+            self.model.named_parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
+            warmup_steps=self.hparams.warmup_steps, total_steps=self.trainer.estimated_stepping_batches,
         )
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warm = min(self.hparams.warmup_steps, max(total // 5, 1))
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            t = min((step - warm) / max(total - warm, 1), 1.0)
-            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------------ checkpoint metadata
     def _remember(self, batch: Batch) -> None:
