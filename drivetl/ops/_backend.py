@@ -96,7 +96,7 @@ def _build(kind: Kind) -> None:
         load("cpu")  # defines the op schemas the CUDA kernels attach to
         sources = [CSRC / "voxelize_cuda.cu", CSRC / "voxelize_cuda_binding.cpp"]
     elif kind == "cpu":
-        sources = [CSRC / "voxelize_cpu.cpp"]  # includes radix_sort.h, segment_cpu.h
+        sources = [CSRC / "voxelize_cpu.cpp"]  # includes voxel_index_cpu.h, radix_sort.h, segment_cpu.h
     else:
         raise ValueError(f"unknown ops kind {kind!r}; expected 'cpu' or 'cuda'")
     folder = build_root() / kind
@@ -143,6 +143,14 @@ def _register_python_side() -> None:
             points.new_empty((b + 1,), dtype=torch.int64),
             points.new_empty((p,), dtype=torch.int64),
         )
+
+    @torch.library.register_fake("drivetl_ops::voxel_index_reduce")
+    def _voxel_index_reduce_fake(points, offsets, voxel_size, range_min, range_max, grid_shape,
+                                 max_points_per_voxel, max_voxels, hashed, seed, reduce):
+        coords, counts, p2v, voff, order = _voxel_index_fake(
+            points, offsets, voxel_size, range_min, range_max, grid_shape, max_points_per_voxel, max_voxels,
+            hashed, seed)
+        return coords, counts, p2v, voff, order, points.new_empty((coords.shape[0], points.shape[1]))
 
     @torch.library.register_fake("drivetl_ops::segment_reduce")
     def _segment_reduce_fake(values, point_order, counts, reduce):

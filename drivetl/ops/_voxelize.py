@@ -109,11 +109,19 @@ def voxelize(
         -1 if max_voxels is None else int(max_voxels),
         keep == "hashed", int(seed),
     )
+    # The CPU kernel reduces float32 points in the walk that builds the index (same bits, one
+    # gather of the rows fewer); with gradients the reduction goes through the autograd op.
+    fused = (kind == "cpu" and reduce is not None and points.dtype == torch.float32
+             and not (points.requires_grad and torch.is_grad_enabled()))
     if kind == "torch":
         check_finite(points, offsets)
         coords, counts, p2v, voff, order = _torch_impl.voxel_index(*args)
     else:
         try:
+            if fused:
+                code = _torch_impl.REDUCE_CODES[reduce]
+                coords, counts, p2v, voff, order, features = torch.ops.drivetl_ops.voxel_index_reduce(*args, code)
+                return Voxels(coords, counts, p2v, voff, order, features=features)
             coords, counts, p2v, voff, order = torch.ops.drivetl_ops.voxel_index(*args)
         except RuntimeError as exc:
             if "non-finite" in str(exc):

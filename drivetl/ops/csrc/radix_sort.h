@@ -1,15 +1,19 @@
 // Stable LSD radix sort of (voxel key, point index) elements, for the CPU kernel. Plain C++ (no
-// torch headers), one thread per call: the kernel gives each thread its own frame, or its own key
-// range of a frame.
+// torch headers), one thread per call: the kernel gives each thread whole frames.
+//
+// The sort starts from the frame's key array (one key per point, E::kInvalid for a point outside
+// the grid) and digit histograms that the key pass already counted, so the elements are built by
+// the first scatter itself: no separate compaction or counting reads.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
-#include <vector>
+#include <utility>
 
 namespace drivetl_ops {
 
 // (lin << 32) | point index: one 8-byte word per point when both fit 32 bits (the usual case).
+// Packed words compare like (key, index) pairs.
 struct PackedElem {
   using Elem = uint64_t;
   using Key = uint32_t;
@@ -32,66 +36,103 @@ struct WideElem {
   static int64_t index(const Elem& e) { return e.i; }
 };
 
-// Digit layout for `bits` key bits: the fewest passes of at most 11 bits, spread evenly.
+// Digit layout for `bits` key bits: the fewest passes of at most 11 bits (a 2048-entry histogram
+// stays in L1), spread evenly. A one-cell grid has 0 bits and still makes one (trivial) pass,
+// which builds the elements.
 struct Digits {
-  int passes = 0, radix = 0, buckets = 1;
+  static constexpr int kMaxPasses = 6;  // 64-bit keys
+  int passes = 1, radix = 0, buckets = 1;
+  uint32_t mask = 0;
   explicit Digits(int bits) {
     if (bits <= 0) return;
-    passes = (bits + 10) / 11;
+    passes = (bits + 13) / 14;
     radix = (bits + passes - 1) / passes;
     buckets = 1 << radix;
+    mask = static_cast<uint32_t>(buckets - 1);
   }
 };
 
-constexpr int kScatterBlock = 256;
 
-// Histogram of digit (key >> shift) & mask over src[0, n), into h[0, buckets). Four interleaved
-// copies keep runs of equal digits (neighbouring points share cells) from serializing the updates.
-template <class E>
-void count_digits(const typename E::Elem* src, int64_t n, int shift, uint32_t mask, int buckets, uint32_t* h) {
-  std::vector<uint32_t> c(4 * static_cast<size_t>(buckets), 0);
-  uint32_t* c0 = c.data();
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4)
-    for (int j = 0; j < 4; ++j) ++c0[j * buckets + ((E::key(src[i + j]) >> shift) & mask)];
-  for (; i < n; ++i) ++c0[(E::key(src[i]) >> shift) & mask];
-  for (int d = 0; d < buckets; ++d) h[d] = c0[d] + c0[buckets + d] + c0[2 * buckets + d] + c0[3 * buckets + d];
-}
-
-// Stable scatter of src[0, n) by digit into dst at the running offsets h. Positions of a block are
-// computed first and stored after: interleaving the counter loads with the scattered stores makes
-// the CPU wait on store-address disambiguation, which costs about 2.5x here.
-template <class E>
-void scatter_digits(const typename E::Elem* src, int64_t n, int shift, uint32_t mask, uint32_t* h,
-                    typename E::Elem* dst) {
-  uint32_t pos[kScatterBlock];
-  for (int64_t s = 0; s < n; s += kScatterBlock) {
-    const int64_t len = std::min<int64_t>(kScatterBlock, n - s);
-    for (int64_t i = 0; i < len; ++i) pos[i] = h[(E::key(src[s + i]) >> shift) & mask]++;
-    for (int64_t i = 0; i < len; ++i) dst[pos[i]] = src[s + i];
+// Digit counts of the n keys (n_invalid of them kInvalid, which are left out) for every pass, into
+// h[pass * buckets + digit]; `copies` is scratch for 4 * buckets counters. One read of the keys
+// per pass; four interleaved copies of the counters keep runs of equal digits (neighbouring
+// points share cells) from serializing the increments.
+template <class Key>
+void count_digits(const Key* keys, int64_t n, int64_t n_invalid, const Digits& dg, uint32_t* copies, uint32_t* h) {
+  const int buckets = dg.buckets, radix = dg.radix;
+  const uint32_t mask = dg.mask;
+  for (int d = 0; d < dg.passes; ++d) {
+    const int shift = d * radix;
+    std::fill(copies, copies + 4 * buckets, 0u);
+    uint32_t *c0 = copies, *c1 = c0 + buckets, *c2 = c1 + buckets, *c3 = c2 + buckets;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+      ++c0[static_cast<uint32_t>(keys[i] >> shift) & mask];
+      ++c1[static_cast<uint32_t>(keys[i + 1] >> shift) & mask];
+      ++c2[static_cast<uint32_t>(keys[i + 2] >> shift) & mask];
+      ++c3[static_cast<uint32_t>(keys[i + 3] >> shift) & mask];
+    }
+    for (; i < n; ++i) ++c0[static_cast<uint32_t>(keys[i] >> shift) & mask];
+    uint32_t* hd = h + d * buckets;
+    for (int v = 0; v < buckets; ++v) hd[v] = c0[v] + c1[v] + c2[v] + c3[v];
+    hd[mask] -= static_cast<uint32_t>(n_invalid);  // an invalid key has every digit == mask
   }
 }
 
-// Sorts a[0, n) by key bits [0, bits), stably, one thread; b[0, n) is scratch. Returns the buffer
-// that holds the result. A pass whose digit is the same for every key is skipped.
+constexpr int kScatterBlock = 256;
+
+// Sorts the valid points of keys[0, n) (nv of them; h: their digit counts, pass-major) by
+// key, stably: element j of the result is E::make(key, base + input position). a and b hold nv
+// elements each; returns the one that holds the result. h is consumed (turned into offsets).
+//
+// Each scatter computes a block's positions first and stores after: interleaving the counter
+// loads with the scattered stores makes the CPU wait on store-address disambiguation, which
+// costs about 2.5x here. A later pass whose digit is the same for every key is skipped.
 template <class E>
-typename E::Elem* lsd_sort(typename E::Elem* a, typename E::Elem* b, int64_t n, int bits) {
-  const Digits dg(bits);
-  const uint32_t mask = static_cast<uint32_t>(dg.buckets - 1);
-  std::vector<uint32_t> h(dg.buckets);
-  for (int d = 0; d < dg.passes && n > 1; ++d) {
-    const int shift = d * dg.radix;
-    count_digits<E>(a, n, shift, mask, dg.buckets, h.data());
+typename E::Elem* sort_keys(const typename E::Key* keys, int64_t n, int64_t nv, int64_t base, const Digits& dg,
+                            uint32_t* h, typename E::Elem* a, typename E::Elem* b) {
+  using Elem = typename E::Elem;
+  using Key = typename E::Key;
+  // Locals, not dg's fields: the counters are uint32_t, which may alias them (reloads per store).
+  const int passes = dg.passes, radix = dg.radix, buckets = dg.buckets;
+  const uint32_t mask = dg.mask;
+  bool trivial[Digits::kMaxPasses] = {};
+  for (int d = 0; d < passes; ++d) {
+    uint32_t* hd = h + d * buckets;
     uint32_t sum = 0;
-    bool trivial = false;
-    for (int v = 0; v < dg.buckets; ++v) {
-      trivial = trivial || h[v] == n;
-      const uint32_t c = h[v];
-      h[v] = sum;
+    for (int v = 0; v < buckets; ++v) {
+      trivial[d] = trivial[d] || hd[v] == static_cast<uint32_t>(nv);
+      const uint32_t c = hd[v];
+      hd[v] = sum;
       sum += c;
     }
-    if (trivial) continue;
-    scatter_digits<E>(a, n, shift, mask, h.data(), b);
+  }
+  // Pass 0 builds the elements of the valid points (an invalid key adds 0 to its counter).
+  uint32_t pos[kScatterBlock];
+  Elem el[kScatterBlock];
+  for (int64_t s = 0; s < n; s += kScatterBlock) {
+    const int64_t len = std::min<int64_t>(kScatterBlock, n - s);
+    int w = 0;
+    for (int64_t i = s; i < s + len; ++i) {
+      const Key k = keys[i];
+      const uint32_t ok = k != E::kInvalid;
+      uint32_t& slot = h[static_cast<uint32_t>(k) & mask];
+      el[w] = E::make(k, base + i);
+      pos[w] = slot;
+      slot += ok;
+      w += static_cast<int>(ok);
+    }
+    for (int j = 0; j < w; ++j) a[pos[j]] = el[j];
+  }
+  for (int d = 1; d < passes; ++d) {
+    if (trivial[d]) continue;
+    uint32_t* hd = h + d * buckets;
+    const int shift = d * radix;
+    for (int64_t s = 0; s < nv; s += kScatterBlock) {
+      const int64_t len = std::min<int64_t>(kScatterBlock, nv - s);
+      for (int64_t i = 0; i < len; ++i) pos[i] = hd[static_cast<uint32_t>(E::key(a[s + i]) >> shift) & mask]++;
+      for (int64_t i = 0; i < len; ++i) b[pos[i]] = a[s + i];
+    }
     std::swap(a, b);
   }
   return a;

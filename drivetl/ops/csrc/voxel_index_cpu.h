@@ -1,0 +1,524 @@
+// The CPU voxel index, with the per-voxel reduction fused into its last pass. Included by
+// voxelize_cpu.cpp, which checks the arguments and registers the ops.
+//
+// Design: sort-based, no table sized to the grid; memory is O(points). Frames are independent.
+// 1. Keys: one branch-free (vectorized) pass computes each point's cell, floor((p - min) / size)
+//    in float32 exactly as the reference, as a linear index (z * ny + y) * nx + x, and counts
+//    the radix digits of the valid keys.
+// 2. Sort: a stable LSD radix sort (radix_sort.h) on only the bits a cell index can have (27 for
+//    Waymo's 0.1 m grid: 3 passes of 9 bits; 18 for 0.32 m pillars: 2 passes). Its first
+//    scatter builds the (key, point) elements from the key array. Runs of equal keys are the
+//    voxels, input order kept inside each.
+// 3. Count: one branch-free read of the sorted elements sizes the outputs exactly (the batch's
+//    frames are written in parallel, so each needs its voxel and point bases first).
+// 4. Walk: one read of the sorted elements writes coordinates (decoded with multiply-based
+//    division: a hardware divide per voxel would cost more than the sort), counts, the point
+//    order and point -> voxel, and reduces each voxel's kept points while their rows are being
+//    gathered anyway: sequentially, in input order, as the reference does, so the features are
+//    bit-identical to segment_reduce over the same grouping.
+// Threads: a batch gives whole frames to threads (two parallel loops: keys + sort + count, then
+// walk). One frame runs on one thread: splitting a 180k-point frame measured no faster on two
+// cores, the key pass and the scatters being bound by memory. Scratch memory is kept per calling
+// thread between calls.
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "radix_sort.h"
+
+namespace drivetl_ops {
+
+constexpr int64_t kParallelMin = 32768;  // below this many points a fork/join costs more than it saves
+constexpr int64_t kKeyBlock = 512;       // key-pass block: keys are counted while still in L1
+constexpr int64_t kGatherAhead = 32;     // sorted elements whose rows are prefetched ahead of the walk
+
+inline uint32_t fmix32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x85EBCA6Bu;
+  x ^= x >> 13;
+  x *= 0xC2B2AE35u;
+  x ^= x >> 16;
+  return x;
+}
+
+inline int bit_width(uint64_t x) {
+  int b = 0;
+  for (; x; x >>= 1) ++b;
+  return b;
+}
+
+// Exact a / d for 32-bit a and d >= 2 by one multiply (Lemire, Kaser & Kurz 2019, "Faster
+// remainder by direct computation"): M = floor((2^64 - 1) / d) + 1, a / d = (M * a) >> 64.
+struct Div32 {
+  uint64_t m = 0;
+  uint32_t d = 1;
+  Div32() = default;
+  explicit Div32(uint32_t d_) : m(d_ > 1 ? ~uint64_t(0) / d_ + 1 : 0), d(d_) {}
+  uint32_t operator()(uint32_t a) const {
+    return d > 1 ? static_cast<uint32_t>((static_cast<unsigned __int128>(m) * a) >> 64) : a;
+  }
+};
+
+struct Grid {
+  float mn[3], mx[3], sz[3], nf[3];
+  int64_t nx, ny, nz;
+  uint64_t cells;
+  Div32 div_nx, div_nxy;  // used when cells < 2^32
+};
+
+struct Caps {
+  int64_t k, max_voxels;  // -1: no cap
+  bool hashed;
+  uint32_t salt;
+};
+
+// reduce: -1 none (index only), 0 sum, 1 mean, 2 max (the codes of _torch_impl.REDUCE_CODES).
+struct Out {
+  int32_t* coords;
+  int32_t* counts;
+  int64_t* p2v;
+  int64_t* order;
+  float* feat;  // (M, C) when reducing
+};
+
+// Grow-only scratch memory of the calling thread, reused across calls (no page faults per call).
+template <class T>
+T* scratch(std::unique_ptr<T[]>& buf, size_t& cap, size_t n) {
+  if (n > cap || cap > 4 * n + (size_t(1) << 22)) {  // grow, or give back a much larger buffer
+    buf.reset(new T[std::max<size_t>(n, 1)]);
+    cap = std::max<size_t>(n, 1);
+  }
+  return buf.get();
+}
+
+// Keys of points [0, len) of `pts`: floor((p - min) / size) in float32 (subtraction, then true
+// division, as the reference), kInvalid outside the half-open range. Returns whether any x, y or
+// z is NaN or inf. RS > 0: compile-time row stride with contiguous columns (vectorizes).
+template <class Key, int RS>
+bool keys_block(const float* pts, int64_t rs, int64_t cs, int64_t len, const Grid& g, Key* out) {
+  const float mnx = g.mn[0], mny = g.mn[1], mnz = g.mn[2], mxx = g.mx[0], mxy = g.mx[1], mxz = g.mx[2];
+  const float szx = g.sz[0], szy = g.sz[1], szz = g.sz[2], nfx = g.nf[0], nfy = g.nf[1], nfz = g.nf[2];
+  const Key nx = static_cast<Key>(g.nx), ny = static_cast<Key>(g.ny);
+  const int64_t row = RS > 0 ? RS : rs, col = RS > 0 ? 1 : cs;
+  int bad = 0;
+  for (int64_t i = 0; i < len; ++i) {
+    const float* p = pts + i * row;
+    const float x = p[0], y = p[col], z = p[2 * col];
+    bad |= ((x - x) != 0.0f) | ((y - y) != 0.0f) | ((z - z) != 0.0f);  // NaN or inf
+    const float fx = (x - mnx) / szx, fy = (y - mny) / szy, fz = (z - mnz) / szz;
+    // For an inside point (p >= min) the quotient is >= 0, where floor equals truncation and
+    // floor(f) < n equals f < n; outside points are masked before the conversion.
+    const bool ok = (x >= mnx) & (x < mxx) & (fx < nfx) & (y >= mny) & (y < mxy) & (fy < nfy) & (z >= mnz) &
+                    (z < mxz) & (fz < nfz);
+    const Key qx = static_cast<Key>(static_cast<int32_t>(ok ? fx : 0.0f));
+    const Key qy = static_cast<Key>(static_cast<int32_t>(ok ? fy : 0.0f));
+    const Key qz = static_cast<Key>(static_cast<int32_t>(ok ? fz : 0.0f));
+    out[i] = ok ? (qz * ny + qy) * nx + qx : static_cast<Key>(~Key(0));
+  }
+  return bad != 0;
+}
+
+// Keys of frame points [lo, hi) into keys[0, hi - lo), and -1 as the voxel of every point
+// outside the grid. Returns the number of valid points.
+template <class E>
+int64_t key_pass(const float* pts, int64_t rs, int64_t cs, int64_t lo, int64_t hi, const Grid& g,
+                 typename E::Key* keys, int64_t* p2v, bool& bad) {
+  using Key = typename E::Key;
+  int64_t nv = 0;
+  for (int64_t s = lo; s < hi; s += kKeyBlock) {
+    const int64_t len = std::min(kKeyBlock, hi - s);
+    Key* kb = keys + (s - lo);
+    const float* ps = pts + s * rs;
+    bool b;
+    if (cs == 1 && rs == 4)
+      b = keys_block<Key, 4>(ps, rs, cs, len, g, kb);
+    else if (cs == 1 && rs == 3)
+      b = keys_block<Key, 3>(ps, rs, cs, len, g, kb);
+    else
+      b = keys_block<Key, 0>(ps, rs, cs, len, g, kb);
+    bad = bad || b;
+    int64_t valid = 0;
+    for (int64_t i = 0; i < len; ++i) valid += kb[i] != E::kInvalid;
+    nv += valid;
+    if (valid < len)
+      for (int64_t i = 0; i < len; ++i)
+        if (kb[i] == E::kInvalid) p2v[s + i] = -1;
+  }
+  return nv;
+}
+
+// A frame after its sort: sorted elements, and its voxels and kept points after the caps.
+template <class E>
+struct Frame {
+  const typename E::Elem* s = nullptr;
+  int64_t len = 0, voxels = 0, kept = 0;
+};
+
+// Voxels and kept points of the frame's first `max_runs` runs (all when max_runs < 0).
+template <class E>
+void count_runs(Frame<E>& fr, int64_t k, int64_t max_runs) {
+  const auto* s = fr.s;
+  const int64_t len = fr.len;
+  int64_t r = 0, p = 0;
+  if (max_runs < 0) {  // the whole frame, branch-free (runs are short and irregular)
+    if (len > 0) {
+      auto prev = E::key(s[0]);
+      int64_t pos = 0;
+      r = p = 1;
+      for (int64_t i = 1; i < len; ++i) {
+        const auto cur = E::key(s[i]);
+        const int64_t same = cur == prev;
+        prev = cur;
+        r += 1 - same;
+        pos = (pos + 1) & -same;  // position inside the run
+        p += pos < k;
+      }
+      if (k < 0) p = len;
+    }
+  } else {
+    for (int64_t i = 0; i < len && r < max_runs; ++r) {
+      const auto key = E::key(s[i]);
+      int64_t e = i + 1;
+      while (e < len && E::key(s[e]) == key) ++e;
+      p += k >= 0 ? std::min(e - i, k) : e - i;
+      i = e;
+    }
+  }
+  fr.voxels = r;
+  fr.kept = p;
+}
+
+inline void write_coords(int32_t* co, int64_t f, uint64_t lin, const Grid& g) {
+  co[0] = static_cast<int32_t>(f);
+  if (g.cells <= 0xFFFFFFFFull) {
+    const uint32_t nx = static_cast<uint32_t>(g.nx), nxy = static_cast<uint32_t>(g.nx * g.ny);
+    const uint32_t l = static_cast<uint32_t>(lin), z = g.div_nxy(l), rem = l - z * nxy, y = g.div_nx(rem);
+    co[1] = static_cast<int32_t>(z);
+    co[2] = static_cast<int32_t>(y);
+    co[3] = static_cast<int32_t>(rem - y * nx);
+  } else {
+    co[1] = static_cast<int32_t>(lin / uint64_t(g.nx * g.ny));
+    co[2] = static_cast<int32_t>((lin / uint64_t(g.nx)) % uint64_t(g.ny));
+    co[3] = static_cast<int32_t>(lin % uint64_t(g.nx));
+  }
+}
+
+// The per-voxel reduction of the walks, folded in one kept row at a time in input order: step()
+// takes the row, whether it is the voxel's first kept row and whether it is kept at all, and
+// stores the running value into the voxel's output row; finish() turns a sum into a mean. The
+// walk calls step() for every point (a dropped point leaves the value as it is), so it needs
+// no branch per voxel. R: the reduce code. Sum and mean start from +0 and add (as the reference:
+// -0.0 alone sums to +0.0); max starts from the first row and takes a later value only when it is
+// strictly greater (the first maximum; a NaN is never taken after the first row).
+struct NoFold {
+  static constexpr bool kGather = false;
+  NoFold(int64_t, int64_t) {}
+  void step(const float*, bool, bool, float*) {}
+  void finish(float*, int64_t) {}
+};
+
+// C channels (C > 0: compile-time, contiguous; C == 0: c channels of stride cs), the running
+// value kept in the output row itself.
+template <int R, int C>
+struct Fold {
+  static constexpr bool kGather = true;
+  int64_t c, cs;
+  Fold(int64_t channels, int64_t col) : c(C > 0 ? C : channels), cs(C > 0 ? 1 : col) {}
+  void step(const float* row, bool first, bool keep, float* out) const {
+    const int64_t nc = C > 0 ? C : c;
+    for (int64_t j = 0; j < nc; ++j) {
+      const float x = row[j * cs], a = out[j];  // a is stale on a first row; it is not used then
+      const float folded = R == 2 ? (x > a ? x : a) : a + x;
+      const float init = R == 2 ? x : 0.0f + x;
+      out[j] = keep ? (first ? init : folded) : a;
+    }
+  }
+  void finish(float* out, int64_t n) const {
+    if (R != 1) return;
+    const float cnt = static_cast<float>(n);
+    const int64_t nc = C > 0 ? C : c;
+    for (int64_t j = 0; j < nc; ++j) out[j] = out[j] / cnt;
+  }
+};
+
+#if defined(__GNUC__)
+// Four contiguous channels (x, y, z, intensity: the usual point) as one vector register, with
+// the selects as bit masks. GCC/Clang vector extensions: SSE on x86-64, NEON on AArch64.
+typedef float V4f __attribute__((vector_size(16)));
+typedef int32_t V4i __attribute__((vector_size(16)));
+
+inline V4f select4(V4i mask, V4f a, V4f b) {
+  return reinterpret_cast<V4f>((reinterpret_cast<V4i>(a) & mask) | (reinterpret_cast<V4i>(b) & ~mask));
+}
+
+template <int R>
+struct Fold<R, 4> {
+  static constexpr bool kGather = true;
+  V4f acc = {0.0f, 0.0f, 0.0f, 0.0f};
+  Fold(int64_t, int64_t) {}
+  void step(const float* row, bool first, bool keep, float* out) {
+    V4f x;
+    std::memcpy(&x, row, sizeof x);
+    const V4f zero = {0.0f, 0.0f, 0.0f, 0.0f};
+    const V4f folded = R == 2 ? select4(x > acc, x, acc) : acc + x;
+    const V4f init = R == 2 ? x : zero + x;
+    const int32_t f = -static_cast<int32_t>(first), k = -static_cast<int32_t>(keep);
+    acc = select4(V4i{k, k, k, k}, select4(V4i{f, f, f, f}, init, folded), acc);
+    std::memcpy(out, &acc, sizeof acc);
+  }
+  void finish(float* out, int64_t n) const {
+    if (R != 1) return;
+    const float cnt = static_cast<float>(n);
+    V4f a;
+    std::memcpy(&a, out, sizeof a);
+    a = a / V4f{cnt, cnt, cnt, cnt};
+    std::memcpy(out, &a, sizeof a);
+  }
+};
+#endif
+
+struct WalkArgs {
+  const float* pts;
+  int64_t rs, cs, c;  // point row/column strides, channels
+  int64_t f, frame_start, vbase, pbase;
+};
+
+// Walks a sorted frame keeping the first K points of each voxel (all without a cap) in its
+// first fr.voxels voxels: writes coords, counts, point order, point -> voxel (-1 when dropped)
+// and the reduced features; sets fr.voxels and fr.kept to what it wrote.
+// Branch-free per point (runs are short, about 2 points at 0.1 m, and irregular): the run starts
+// are recorded (slot nvox + 1 absorbs the other writes) and the voxels written after.
+template <class E, class F>
+void walk_first(Frame<E>& fr, const WalkArgs& w, const Grid& g, const Caps& caps, const Out& o,
+                std::vector<int64_t>& starts) {
+  // Everything in locals: the int64 outputs may alias the argument structs' fields, which would
+  // otherwise be reloaded after every store.
+  const auto* s = fr.s;
+  const int64_t len = fr.len, cap = std::min(fr.voxels, len), vbase = w.vbase;
+  const int64_t k = caps.k >= 0 ? caps.k : INT64_MAX;
+  const float* pts = w.pts;
+  const int64_t rs = w.rs, c = w.c, f = w.f;
+  int32_t* const coords = o.coords + 4 * vbase;
+  int32_t* const counts = o.counts + vbase;
+  float* const feat = F::kGather ? o.feat + vbase * c : nullptr;
+  int64_t* const order = o.order + w.pbase;
+  int64_t* const p2v = o.p2v;
+  const Grid grid = g;
+  starts.resize(cap + 2);
+  int64_t* const st = starts.data();
+  F fold(c, w.cs);
+  int64_t r = -1, pos = 0, wr = 0, i = 0;
+  auto prev = len ? ~E::key(s[0]) : 0;  // differs from the first key: it starts a run
+  for (; i < len; ++i) {
+    if (i + kGatherAhead < len) {
+      const int64_t ahead = E::index(s[i + kGatherAhead]);
+      __builtin_prefetch(p2v + ahead, 1);
+      if (F::kGather) __builtin_prefetch(pts + ahead * rs);
+    }
+    const auto cur = E::key(s[i]);
+    const int64_t pt = E::index(s[i]);
+    const int64_t same = cur == prev;
+    prev = cur;
+    r += 1 - same;
+    if (r == cap) break;  // max_voxels reached
+    pos = (pos + 1) & -same;  // position inside the run
+    st[same ? cap + 1 : r] = i;
+    const bool keep = pos < k;
+    if (keep) order[wr++] = pt;
+    p2v[pt] = keep ? vbase + r : -1;
+    if (F::kGather) fold.step(pts + pt * rs, !same, keep, feat + r * c);
+  }
+  const int64_t nvox = std::min(r + 1, cap);
+  st[nvox] = i;
+  for (; i < len; ++i) p2v[E::index(s[i])] = -1;
+  fr.voxels = nvox;
+  fr.kept = wr;
+  for (int64_t j = 0; j < nvox; ++j) {
+    const int64_t n = std::min(st[j + 1] - st[j], k);
+    write_coords(coords + 4 * j, f, E::key(s[st[j]]), grid);
+    counts[j] = static_cast<int32_t>(n);
+    if (F::kGather) fold.finish(feat + j * c, n);
+  }
+}
+
+// Walks a sorted frame keeping, in each voxel over the cap, the K points with the lowest
+// (seeded hash of the index within the frame, index) pairs, still in input order (same contract
+// as walk_first).
+template <class E, class F>
+void walk_hashed(Frame<E>& fr, const WalkArgs& w, const Grid& g, const Caps& caps, const Out& o,
+                 std::vector<std::pair<uint32_t, int64_t>>& ranked) {
+  const auto* s = fr.s;
+  const int64_t len = fr.len, cap = fr.voxels;
+  F fold(w.c, w.cs);
+  int64_t wr = w.pbase, i = 0, r = 0;
+  for (; r < cap && i < len; ++r) {
+    const auto key = E::key(s[i]);
+    int64_t e = i + 1;
+    while (e < len && E::key(s[e]) == key) ++e;
+    const int64_t v = w.vbase + r, n = e - i, keep = std::min(n, caps.k);
+    float* const out = F::kGather ? o.feat + v * w.c : nullptr;
+    write_coords(o.coords + 4 * v, w.f, key, g);
+    o.counts[v] = static_cast<int32_t>(keep);
+    std::pair<uint32_t, int64_t> cut{~0u, INT64_MAX};
+    if (n > keep) {
+      ranked.clear();
+      for (int64_t j = i; j < e; ++j) {
+        const int64_t pt = E::index(s[j]);
+        ranked.emplace_back(fmix32(static_cast<uint32_t>(pt - w.frame_start) ^ caps.salt), pt);
+      }
+      std::nth_element(ranked.begin(), ranked.begin() + (keep - 1), ranked.end());
+      cut = ranked[keep - 1];
+    }
+    bool first = true;
+    for (int64_t j = i; j < e; ++j) {
+      const int64_t pt = E::index(s[j]);
+      if (n <= keep || std::make_pair(fmix32(static_cast<uint32_t>(pt - w.frame_start) ^ caps.salt), pt) <= cut) {
+        o.order[wr++] = pt;
+        o.p2v[pt] = v;
+        if (F::kGather) fold.step(w.pts + pt * w.rs, first, true, out);
+        first = false;
+      } else {
+        o.p2v[pt] = -1;
+      }
+    }
+    if (F::kGather) fold.finish(out, keep);
+    i = e;
+  }
+  for (; i < len; ++i) o.p2v[E::index(s[i])] = -1;
+  fr.voxels = r;
+  fr.kept = wr - w.pbase;
+}
+
+struct WalkScratch {
+  std::vector<int64_t> starts;
+  std::vector<std::pair<uint32_t, int64_t>> ranked;
+};
+
+template <class E, class F>
+void walk_frame(Frame<E>& fr, const WalkArgs& w, const Grid& g, const Caps& caps, const Out& o,
+                WalkScratch& ws) {
+  if (caps.hashed && caps.k >= 0)
+    walk_hashed<E, F>(fr, w, g, caps, o, ws.ranked);
+  else
+    walk_first<E, F>(fr, w, g, caps, o, ws.starts);
+}
+
+template <class E, int R>
+void walk_frame_channels(Frame<E>& fr, const WalkArgs& w, const Grid& g, const Caps& caps, const Out& o,
+                         WalkScratch& ws) {
+  if (w.cs == 1 && w.c == 4) return walk_frame<E, Fold<R, 4>>(fr, w, g, caps, o, ws);
+  if (w.cs == 1 && w.c == 3) return walk_frame<E, Fold<R, 3>>(fr, w, g, caps, o, ws);
+  walk_frame<E, Fold<R, 0>>(fr, w, g, caps, o, ws);
+}
+
+template <class E>
+void walk_frame_reduce(Frame<E>& fr, const WalkArgs& w, const Grid& g, const Caps& caps, const Out& o,
+                       int64_t reduce, WalkScratch& ws) {
+  switch (reduce) {
+    case 0:
+      return walk_frame_channels<E, 0>(fr, w, g, caps, o, ws);
+    case 1:
+      return walk_frame_channels<E, 1>(fr, w, g, caps, o, ws);
+    case 2:
+      return walk_frame_channels<E, 2>(fr, w, g, caps, o, ws);
+    default:
+      return walk_frame<E, NoFold>(fr, w, g, caps, o, ws);
+  }
+}
+
+using IndexOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+// coords, counts, point_to_voxel, voxel_offsets, point_order and features ((M, C) float32 when
+// reduce >= 0, else empty) of a float32 batch; offsets off[0..nframes] already checked.
+template <class E>
+IndexOutputs voxel_index_impl(const at::Tensor& points, const int64_t* off, int64_t nframes, const Grid& g,
+                              const Caps& caps, int64_t reduce) {
+  using Elem = typename E::Elem;
+  using Key = typename E::Key;
+  const int64_t n = points.size(0), c = points.size(1);
+  const float* pts = points.data_ptr<float>();
+  const int64_t rs = points.stride(0), cs = points.stride(1);
+  thread_local std::unique_ptr<Elem[]> a_buf, b_buf;
+  thread_local std::unique_ptr<Key[]> k_buf;
+  thread_local size_t a_cap = 0, b_cap = 0, k_cap = 0;
+  Elem* a = scratch(a_buf, a_cap, n);
+  Elem* b = scratch(b_buf, b_cap, n);
+  Key* keys = scratch(k_buf, k_cap, n);
+  const Digits dg(bit_width(g.cells - 1));
+  const int nt = n >= kParallelMin && nframes >= 2 ? std::max(1, at::get_num_threads()) : 1;
+  // One frame is walked into outputs sized by its valid points and trimmed after (no count).
+  const bool single = nframes == 1;
+  const auto lopt = points.options().dtype(at::kLong);
+  at::Tensor p2v = at::empty({n}, lopt);
+  int64_t* const p2v_ptr = p2v.data_ptr<int64_t>();
+  std::vector<Frame<E>> frames(nframes);
+  bool bad = false;
+#pragma omp parallel num_threads(nt) if (nt > 1) reduction(|| : bad)
+  {
+    std::vector<uint32_t> hist(static_cast<size_t>(dg.passes) * dg.buckets), copies(4 * static_cast<size_t>(dg.buckets));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t f = 0; f < nframes; ++f) {
+      const int64_t lo = off[f], hi = off[f + 1];
+      Frame<E>& fr = frames[f];
+      fr.len = key_pass<E>(pts, rs, cs, lo, hi, g, keys + lo, p2v_ptr, bad);
+      count_digits<Key>(keys + lo, hi - lo, hi - lo - fr.len, dg, copies.data(), hist.data());
+      fr.s = sort_keys<E>(keys + lo, hi - lo, fr.len, lo, dg, hist.data(), a + lo, b + lo);
+      if (single) {
+        fr.voxels = caps.max_voxels >= 0 ? std::min(caps.max_voxels, fr.len) : fr.len;  // a cap for the walk
+        fr.kept = fr.len;
+      } else {
+        count_runs(fr, caps.k, -1);
+        if (caps.max_voxels >= 0 && fr.voxels > caps.max_voxels) count_runs(fr, caps.k, caps.max_voxels);
+      }
+    }
+  }
+  TORCH_CHECK(!bad, "voxel_index: non-finite point coordinates (NaN or inf in x, y or z)");
+
+  std::vector<int64_t> vbase(nframes + 1, 0), pbase(nframes + 1, 0);
+  for (int64_t f = 0; f < nframes; ++f) {
+    vbase[f + 1] = vbase[f] + frames[f].voxels;
+    pbase[f + 1] = pbase[f] + frames[f].kept;
+  }
+  const int64_t m = vbase[nframes], np = pbase[nframes];
+  at::Tensor coords = at::empty({m, 4}, points.options().dtype(at::kInt));
+  at::Tensor counts = at::empty({m}, points.options().dtype(at::kInt));
+  at::Tensor voff = at::empty({nframes + 1}, lopt);
+  at::Tensor order = at::empty({np}, lopt);
+  at::Tensor feat = reduce >= 0 ? at::empty({m, c}, points.options()) : at::empty({0}, points.options());
+  const Out o{coords.data_ptr<int32_t>(), counts.data_ptr<int32_t>(), p2v_ptr, order.data_ptr<int64_t>(),
+              feat.data_ptr<float>()};
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    WalkScratch ws;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t f = 0; f < nframes; ++f) {
+      const WalkArgs w{pts, rs, cs, c, f, off[f], vbase[f], pbase[f]};
+      walk_frame_reduce<E>(frames[f], w, g, caps, o, reduce, ws);
+    }
+  }
+  if (single) {  // the walk counted what the upper bounds above reserved
+    const int64_t m1 = frames[0].voxels, np1 = frames[0].kept;
+    vbase[1] = m1;
+    coords.resize_({m1, 4});
+    counts.resize_({m1});
+    order.resize_({np1});
+    if (reduce >= 0) feat.resize_({m1, c});
+  }
+  std::copy(vbase.begin(), vbase.end(), voff.data_ptr<int64_t>());
+  return {coords, counts, p2v, voff, order, feat};
+}
+
+}  // namespace drivetl_ops
