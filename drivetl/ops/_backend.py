@@ -34,7 +34,7 @@ Kind = Literal["cpu", "cuda"]
 log = logging.getLogger("drivetl.ops")
 CSRC = Path(__file__).resolve().parent / "csrc"
 _lock = threading.RLock()
-_state: dict[str, str | BackendUnavailableError] = {}
+_state: dict[str, Path | BackendUnavailableError] = {}  # kind -> loaded build folder, or the failure
 _logged: set[str] = set()
 
 
@@ -60,6 +60,9 @@ def load(kind: Kind) -> Path:
         BackendUnavailableError: the ops cannot be built or loaded here; the message carries the
             compiler's output. The failure is remembered for the process.
     """
+    state = _state.get(kind)
+    if isinstance(state, Path):  # loaded: the per-call path of every op, kept cheap
+        return state
     with _lock:
         state = _state.get(kind)
         if isinstance(state, BackendUnavailableError):
@@ -70,8 +73,8 @@ def load(kind: Kind) -> Path:
             except BackendUnavailableError as exc:
                 _state[kind] = exc
                 raise
-            _state[kind] = "ok"
-        return build_root() / kind
+            state = _state[kind] = build_root() / kind
+        return state
 
 
 def available(kind: Kind) -> bool:

@@ -457,7 +457,7 @@ IndexOutputs voxel_index_impl(const at::Tensor& points, const int64_t* off, int6
   Elem* a = scratch(a_buf, a_cap, n);
   Elem* b = scratch(b_buf, b_cap, n);
   Key* keys = scratch(k_buf, k_cap, n);
-  const Digits dg(bit_width(g.cells - 1));
+  const int bits = bit_width(g.cells - 1);
   const int nt = n >= kParallelMin && nframes >= 2 ? std::max(1, at::get_num_threads()) : 1;
   // One frame is walked into outputs sized by its valid points and trimmed after (no count).
   const bool single = nframes == 1;
@@ -468,10 +468,14 @@ IndexOutputs voxel_index_impl(const at::Tensor& points, const int64_t* off, int6
   bool bad = false;
 #pragma omp parallel num_threads(nt) if (nt > 1) reduction(|| : bad)
   {
-    std::vector<uint32_t> hist(static_cast<size_t>(dg.passes) * dg.buckets), copies(4 * static_cast<size_t>(dg.buckets));
+    std::vector<uint32_t> hist;
+    thread_local std::vector<uint32_t> copies;  // zero between uses (count_digits leaves it so)
 #pragma omp for schedule(dynamic, 1)
     for (int64_t f = 0; f < nframes; ++f) {
       const int64_t lo = off[f], hi = off[f + 1];
+      const Digits dg(bits, hi - lo);
+      hist.resize(static_cast<size_t>(dg.passes) * dg.buckets);
+      copies.resize(4 * static_cast<size_t>(dg.buckets));
       Frame<E>& fr = frames[f];
       fr.len = key_pass<E>(pts, rs, cs, lo, hi, g, keys + lo, p2v_ptr, bad);
       count_digits<Key>(keys + lo, hi - lo, hi - lo - fr.len, dg, copies.data(), hist.data());
