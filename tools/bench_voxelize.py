@@ -142,8 +142,8 @@ def main() -> int:
                             None))
         sp = spconv_runner(grid, dev)
         if sp is not None:
-            methods.append(("spconv PointToVoxel (K=32, 1 thread)" if dev == "cpu" else "spconv PointToVoxel (K=32)",
-                            sp, 1 if dev == "cpu" else None))
+            label = "spconv PointToVoxel (K=32" + (", 1 thread)" if dev == "cpu" else ")")
+            methods.append((label, sp, 1 if dev == "cpu" else None))
         print(f"\n== {grid_name} ({grid.grid_shape[0]}x{grid.grid_shape[1]}x{grid.grid_shape[2]} cells)"
               + ("" if sp is not None else "; spconv: not installed"))
         print(f"{'method':42s} {'1 frame ms':>10s} {'(cpu ms)':>9s} {f'batch/{args.batch} ms':>13s} "

@@ -120,8 +120,8 @@ def voxelize(
         try:
             if fused:
                 code = _torch_impl.REDUCE_CODES[reduce]
-                coords, counts, p2v, voff, order, features = torch.ops.drivetl_ops.voxel_index_reduce(*args, code)
-                return Voxels(coords, counts, p2v, voff, order, features=features)
+                out = torch.ops.drivetl_ops.voxel_index_reduce(*args, code)
+                return Voxels(*out[:5], features=out[5])
             coords, counts, p2v, voff, order = torch.ops.drivetl_ops.voxel_index(*args)
         except RuntimeError as exc:
             if "non-finite" in str(exc):

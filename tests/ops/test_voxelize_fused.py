@@ -37,7 +37,8 @@ def awkward_points(n: int, channels: int, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize("reduce", ["sum", "mean", "max"])
 @pytest.mark.parametrize(
     "caps",
-    [dict(), dict(max_points_per_voxel=2), dict(max_points_per_voxel=3, keep="hashed", seed=5), dict(max_voxels=7)],
+    [dict(), dict(max_points_per_voxel=2), dict(max_points_per_voxel=3, keep="hashed", seed=5),
+     dict(max_voxels=7)],
     ids=["nocap", "k2", "hashed3", "m7"],
 )
 @pytest.mark.parametrize("sizes", [[400], [150, 0, 250]], ids=["one-frame", "batch"])
