@@ -3,19 +3,20 @@
 //
 // Design: sort-based, no table sized to the grid; memory is O(points). Frames are independent.
 // 1. Keys: one branch-free (vectorized) pass computes each point's cell, floor((p - min) / size)
-//    in float32 exactly as the reference, as a linear index (z * ny + y) * nx + x, and counts
-//    the radix digits of the valid keys.
+//    in float32 exactly as the reference, as a linear index (z * ny + y) * nx + x; one read per
+//    radix pass counts the digits of the valid keys.
 // 2. Sort: a stable LSD radix sort (radix_sort.h) on only the bits a cell index can have (27 for
-//    Waymo's 0.1 m grid: 3 passes of 9 bits; 18 for 0.32 m pillars: 2 passes). Its first
+//    Waymo's 0.1 m grid: 2 passes of 14 bits; 18 for 0.32 m pillars: 2 passes of 9). Its first
 //    scatter builds the (key, point) elements from the key array. Runs of equal keys are the
 //    voxels, input order kept inside each.
-// 3. Count: one branch-free read of the sorted elements sizes the outputs exactly (the batch's
-//    frames are written in parallel, so each needs its voxel and point bases first).
-// 4. Walk: one read of the sorted elements writes coordinates (decoded with multiply-based
-//    division: a hardware divide per voxel would cost more than the sort), counts, the point
-//    order and point -> voxel, and reduces each voxel's kept points while their rows are being
-//    gathered anyway: sequentially, in input order, as the reference does, so the features are
-//    bit-identical to segment_reduce over the same grouping.
+// 3. Count (batches only): one branch-free read of the sorted elements sizes each frame's
+//    outputs, since the frames are walked in parallel into their own slices. A single frame is
+//    walked into outputs sized by its valid points, trimmed after.
+// 4. Walk: one branch-free read of the sorted elements writes the point order and point ->
+//    voxel, and reduces each voxel's kept points while their rows are gathered (prefetched
+//    ahead): sequentially, in input order, as the reference does, so the features are
+//    bit-identical to segment_reduce over the same grouping; then coordinates (multiply-based
+//    division: a hardware divide per voxel would cost more than the sort) and counts per voxel.
 // Threads: a batch gives whole frames to threads (two parallel loops: keys + sort + count, then
 // walk). One frame runs on one thread: splitting a 180k-point frame measured no faster on two
 // cores, the key pass and the scatters being bound by memory. Scratch memory is kept per calling
