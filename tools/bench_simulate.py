@@ -10,8 +10,9 @@ sky, table-driven Gaussian noise, row gathers with `np.take`, vectorized labels 
 no BLAS on point arrays). Frames of the two alternate, so that the load of a shared machine hits both
 alike; wall and CPU (all threads) milliseconds per frame are reported, with medians and ratios. A
 check renders frames with every random choice off through both and compares them (same returns,
-pixels, labels). Also reported: ours with N worker processes (`drivetl simulate --workers N`, one
-ray-casting thread each) and ours including the Waymo v1 writer.
+pixels, labels). Also reported: the CPU time of open3d's `cast_rays` alone on one frame's rays (the
+floor of any renderer that casts them, and the frames/s it caps), ours with N worker processes
+(`drivetl simulate --workers N`, one ray-casting thread each) and ours including the Waymo v1 writer.
 
     taskset -c 0,1 python tools/bench_simulate.py [--frames 20] [--workers 2]
 """
@@ -131,6 +132,38 @@ def _worker(args: tuple[int, int]) -> int:
     return frames
 
 
+class _RecordingCaster(SceneCaster):
+    """A `SceneCaster` that keeps a copy of every batch of rays it casts."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.recorded: list[np.ndarray] = []
+
+    def cast_rays(self, rays: np.ndarray):
+        self.recorded.append(rays.copy())
+        return super().cast_rays(rays)
+
+
+def casting_floor(rig, seed: int, frame: int = 1, repeats: int = 5) -> tuple[float, list[tuple[int, float]]]:
+    """CPU seconds per frame that open3d's `cast_rays` alone takes for one frame's rays (one thread,
+    the frame's scene, median of `repeats`), and (rays, seconds) per cast: the part of a frame no
+    change to our own code can remove."""
+    from drivetl.sim import _raycast
+
+    caster = _RecordingCaster(generate_scene(seed), threads=1)
+    RigSimulator(rig, waymo_layout=True).render(caster, frame, segment="floor", start_us=0)
+    per_cast = []
+    for rays in caster.recorded:
+        tensor = _raycast._tensor(rays)
+        times = []
+        for _ in range(repeats):
+            c0 = time.process_time()
+            caster._rc.cast_rays(tensor, nthreads=1)
+            times.append(time.process_time() - c0)
+        per_cast.append((len(rays), statistics.median(times)))
+    return sum(t for _, t in per_cast), per_cast
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=20)
@@ -175,6 +208,12 @@ def main() -> None:
         f"ratio baseline/ours: wall {med['baseline'][0] / med['ours'][0]:.2f}x, "
         f"CPU {med['baseline'][1] / med['ours'][1]:.2f}x; at ours' CPU time, {cores} idle cores would give "
         f"{cores / med['ours'][1]:.1f} frames/s"
+    )
+    floor, per_cast = casting_floor(rig, args.seed)
+    casts = ", ".join(f"{n:,} rays {t * 1e3:.1f} ms" for n, t in per_cast)
+    print(
+        f"open3d cast_rays alone (1 thread): {floor * 1e3:.1f} CPU-ms/frame ({casts}); even with everything "
+        f"else free, {cores} cores would give at most {cores / floor:.1f} frames/s"
     )
     pts = np.mean([len(f.record.lidars["TOP"].points) for f in frames])
     print(
