@@ -59,13 +59,36 @@ struct Digits {
 
 // Digit counts of the n keys (n_invalid of them kInvalid, which are left out) for every pass, into
 // h[pass * buckets + digit]; `copies` holds 4 * buckets counters, zero on entry and left zero
-// (so the caller zeroes them once, not per pass). One read of the keys
-// per pass; four interleaved copies of the counters keep runs of equal digits (neighbouring
-// points share cells) from serializing the increments.
+// (so the caller zeroes them once, not per pass). One read of the keys per pass (one for both
+// digits of a two-pass sort); interleaved copies of the counters keep runs of equal digits
+// (neighbouring points share cells) from serializing the increments.
 template <class Key>
 void count_digits(const Key* keys, int64_t n, int64_t n_invalid, const Digits& dg, uint32_t* copies, uint32_t* h) {
   const int buckets = dg.buckets, radix = dg.radix;
   const uint32_t mask = dg.mask;
+  if (dg.passes == 2) {  // both digits in one read, two interleaved copies each
+    uint32_t *a0 = copies, *a1 = a0 + buckets, *b0 = a1 + buckets, *b1 = b0 + buckets;
+    int64_t i = 0;
+    for (; i + 2 <= n; i += 2) {
+      const Key k0 = keys[i], k1 = keys[i + 1];
+      ++a0[static_cast<uint32_t>(k0) & mask];
+      ++b0[static_cast<uint32_t>(k0 >> radix) & mask];
+      ++a1[static_cast<uint32_t>(k1) & mask];
+      ++b1[static_cast<uint32_t>(k1 >> radix) & mask];
+    }
+    if (i < n) {
+      ++a0[static_cast<uint32_t>(keys[i]) & mask];
+      ++b0[static_cast<uint32_t>(keys[i] >> radix) & mask];
+    }
+    for (int v = 0; v < buckets; ++v) {
+      h[v] = a0[v] + a1[v];
+      h[buckets + v] = b0[v] + b1[v];
+      a0[v] = a1[v] = b0[v] = b1[v] = 0;
+    }
+    h[mask] -= static_cast<uint32_t>(n_invalid);  // an invalid key has every digit == mask
+    h[buckets + mask] -= static_cast<uint32_t>(n_invalid);
+    return;
+  }
   for (int d = 0; d < dg.passes; ++d) {
     const int shift = d * radix;
     uint32_t *c0 = copies, *c1 = c0 + buckets, *c2 = c1 + buckets, *c3 = c2 + buckets;

@@ -132,6 +132,13 @@ bool keys_block(const float* pts, int64_t rs, int64_t cs, int64_t len, const Gri
   return bad != 0;
 }
 
+template <class Key>
+bool keys_any(const float* pts, int64_t rs, int64_t cs, int64_t len, const Grid& g, Key* out) {
+  if (cs == 1 && rs == 4) return keys_block<Key, 4>(pts, rs, cs, len, g, out);
+  if (cs == 1 && rs == 3) return keys_block<Key, 3>(pts, rs, cs, len, g, out);
+  return keys_block<Key, 0>(pts, rs, cs, len, g, out);
+}
+
 // Keys of frame points [lo, hi) into keys[0, hi - lo), and -1 as the voxel of every point
 // outside the grid. Returns the number of valid points.
 template <class E>
@@ -143,14 +150,7 @@ int64_t key_pass(const float* pts, int64_t rs, int64_t cs, int64_t lo, int64_t h
     const int64_t len = std::min(kKeyBlock, hi - s);
     Key* kb = keys + (s - lo);
     const float* ps = pts + s * rs;
-    bool b;
-    if (cs == 1 && rs == 4)
-      b = keys_block<Key, 4>(ps, rs, cs, len, g, kb);
-    else if (cs == 1 && rs == 3)
-      b = keys_block<Key, 3>(ps, rs, cs, len, g, kb);
-    else
-      b = keys_block<Key, 0>(ps, rs, cs, len, g, kb);
-    bad = bad || b;
+    bad = keys_any<Key>(ps, rs, cs, len, g, kb) || bad;
     int64_t valid = 0;
     for (int64_t i = 0; i < len; ++i) valid += kb[i] != E::kInvalid;
     nv += valid;
