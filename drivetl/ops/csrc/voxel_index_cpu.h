@@ -301,7 +301,7 @@ struct WalkArgs {
 // first fr.voxels voxels: writes coords, counts, point order, point -> voxel (-1 when dropped)
 // and the reduced features; sets fr.voxels and fr.kept to what it wrote.
 // Branch-free per point (runs are short, about 2 points at 0.1 m, and irregular): the run starts
-// are recorded (slot nvox + 1 absorbs the other writes) and the voxels written after.
+// are recorded (slot cap + 1 absorbs the other writes) and the voxels written after.
 template <class E, class F>
 void walk_first(Frame<E>& fr, const WalkArgs& w, const Grid& g, const Caps& caps, const Out& o,
                 std::vector<int64_t>& starts) {
