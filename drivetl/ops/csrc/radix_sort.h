@@ -61,33 +61,40 @@ struct Digits {
 // h[pass * buckets + digit]; `copies` holds 4 * buckets counters, zero on entry and left zero
 // (so the caller zeroes them once, not per pass). One read of the keys per pass (one for both
 // digits of a two-pass sort); interleaved copies of the counters keep runs of equal digits
-// (neighbouring points share cells) from serializing the increments.
+// (neighbouring points share cells) from serializing the increments. For a two-pass sort the
+// first-digit counts of the first half of the keys go to first_half too (returns true): the
+// sort's first scatter then runs the two halves as independent counter chains.
 template <class Key>
-void count_digits(const Key* keys, int64_t n, int64_t n_invalid, const Digits& dg, uint32_t* copies, uint32_t* h) {
+bool count_digits(const Key* keys, int64_t n, int64_t n_invalid, const Digits& dg, uint32_t* copies, uint32_t* h,
+                  uint32_t* first_half) {
   const int buckets = dg.buckets, radix = dg.radix;
   const uint32_t mask = dg.mask;
-  if (dg.passes == 2) {  // both digits in one read, two interleaved copies each
+  if (dg.passes == 2) {  // both digits in one read; copies per half of the keys (see sort_keys)
     uint32_t *a0 = copies, *a1 = a0 + buckets, *b0 = a1 + buckets, *b1 = b0 + buckets;
-    int64_t i = 0;
-    for (; i + 2 <= n; i += 2) {
-      const Key k0 = keys[i], k1 = keys[i + 1];
+    const int64_t m = n / 2;
+    int64_t invalid_first = 0;
+    for (int64_t i = 0; i < m; ++i) {
+      const Key k0 = keys[i], k1 = keys[i + m];
+      invalid_first += k0 == static_cast<Key>(~Key(0));
       ++a0[static_cast<uint32_t>(k0) & mask];
       ++b0[static_cast<uint32_t>(k0 >> radix) & mask];
       ++a1[static_cast<uint32_t>(k1) & mask];
       ++b1[static_cast<uint32_t>(k1 >> radix) & mask];
     }
-    if (i < n) {
-      ++a0[static_cast<uint32_t>(keys[i]) & mask];
-      ++b0[static_cast<uint32_t>(keys[i] >> radix) & mask];
+    for (int64_t i = 2 * m; i < n; ++i) {
+      ++a1[static_cast<uint32_t>(keys[i]) & mask];
+      ++b1[static_cast<uint32_t>(keys[i] >> radix) & mask];
     }
     for (int v = 0; v < buckets; ++v) {
+      first_half[v] = a0[v];
       h[v] = a0[v] + a1[v];
       h[buckets + v] = b0[v] + b1[v];
       a0[v] = a1[v] = b0[v] = b1[v] = 0;
     }
-    h[mask] -= static_cast<uint32_t>(n_invalid);  // an invalid key has every digit == mask
+    first_half[mask] -= static_cast<uint32_t>(invalid_first);  // an invalid key has every digit == mask
+    h[mask] -= static_cast<uint32_t>(n_invalid);
     h[buckets + mask] -= static_cast<uint32_t>(n_invalid);
-    return;
+    return true;
   }
   for (int d = 0; d < dg.passes; ++d) {
     const int shift = d * radix;
@@ -107,20 +114,22 @@ void count_digits(const Key* keys, int64_t n, int64_t n_invalid, const Digits& d
     }
     hd[mask] -= static_cast<uint32_t>(n_invalid);  // an invalid key has every digit == mask
   }
+  return false;
 }
 
 constexpr int kScatterBlock = 256;
 
 // Sorts the valid points of keys[0, n) (nv of them; h: their digit counts, pass-major) by
 // key, stably: element j of the result is E::make(key, base + input position). a and b hold nv
-// elements each; returns the one that holds the result. h is consumed (turned into offsets).
+// elements each; returns the one that holds the result. h (and first_half: the first digit's
+// counts over keys[0, n / 2), or null) are consumed (turned into offsets).
 //
 // Each scatter computes a block's positions first and stores after: interleaving the counter
 // loads with the scattered stores makes the CPU wait on store-address disambiguation, which
 // costs about 2.5x here. A later pass whose digit is the same for every key is skipped.
 template <class E>
 typename E::Elem* sort_keys(const typename E::Key* keys, int64_t n, int64_t nv, int64_t base, const Digits& dg,
-                            uint32_t* h, typename E::Elem* a, typename E::Elem* b) {
+                            uint32_t* h, uint32_t* first_half, typename E::Elem* a, typename E::Elem* b) {
   using Elem = typename E::Elem;
   using Key = typename E::Key;
   // Locals, not dg's fields: the counters are uint32_t, which may alias them (reloads per store).
@@ -137,22 +146,57 @@ typename E::Elem* sort_keys(const typename E::Key* keys, int64_t n, int64_t nv, 
       sum += c;
     }
   }
-  // Pass 0 builds the elements of the valid points (an invalid key adds 0 to its counter).
+  // Pass 0 builds the elements of the valid points (an invalid key adds 0 to its counter). With
+  // the first half's counts, the halves [0, m) and [m, n) are scattered side by side from their
+  // own offsets (the second half's start after the first half's in every bucket: still stable),
+  // so a run of equal digits in one half does not wait on its own counter every element.
   uint32_t pos[kScatterBlock];
   Elem el[kScatterBlock];
-  for (int64_t s = 0; s < n; s += kScatterBlock) {
-    const int64_t len = std::min<int64_t>(kScatterBlock, n - s);
-    int w = 0;
-    for (int64_t i = s; i < s + len; ++i) {
-      const Key k = keys[i];
-      const uint32_t ok = k != E::kInvalid;
-      uint32_t& slot = h[static_cast<uint32_t>(k) & mask];
-      el[w] = E::make(k, base + i);
-      pos[w] = slot;
-      slot += ok;
-      w += static_cast<int>(ok);
+  if (first_half != nullptr) {
+    uint32_t* h2 = first_half;
+    for (int v = 0; v < buckets; ++v) h2[v] += h[v];
+    const int64_t m = n / 2;
+    uint32_t pos2[kScatterBlock];
+    Elem el2[kScatterBlock];
+    for (int64_t s = 0; s < m; s += kScatterBlock) {
+      const int64_t len = std::min<int64_t>(kScatterBlock, m - s);
+      int w = 0, w2 = 0;
+      for (int64_t i = s; i < s + len; ++i) {
+        const Key k = keys[i], k2 = keys[i + m];
+        const uint32_t ok = k != E::kInvalid, ok2 = k2 != E::kInvalid;
+        uint32_t& slot = h[static_cast<uint32_t>(k) & mask];
+        uint32_t& slot2 = h2[static_cast<uint32_t>(k2) & mask];
+        el[w] = E::make(k, base + i);
+        pos[w] = slot;
+        el2[w2] = E::make(k2, base + i + m);
+        pos2[w2] = slot2;
+        slot += ok;
+        slot2 += ok2;
+        w += static_cast<int>(ok);
+        w2 += static_cast<int>(ok2);
+      }
+      for (int j = 0; j < w; ++j) a[pos[j]] = el[j];
+      for (int j = 0; j < w2; ++j) a[pos2[j]] = el2[j];
     }
-    for (int j = 0; j < w; ++j) a[pos[j]] = el[j];
+    for (int64_t i = 2 * m; i < n; ++i) {
+      const Key k = keys[i];
+      if (k != E::kInvalid) a[h2[static_cast<uint32_t>(k) & mask]++] = E::make(k, base + i);
+    }
+  } else {
+    for (int64_t s = 0; s < n; s += kScatterBlock) {
+      const int64_t len = std::min<int64_t>(kScatterBlock, n - s);
+      int w = 0;
+      for (int64_t i = s; i < s + len; ++i) {
+        const Key k = keys[i];
+        const uint32_t ok = k != E::kInvalid;
+        uint32_t& slot = h[static_cast<uint32_t>(k) & mask];
+        el[w] = E::make(k, base + i);
+        pos[w] = slot;
+        slot += ok;
+        w += static_cast<int>(ok);
+      }
+      for (int j = 0; j < w; ++j) a[pos[j]] = el[j];
+    }
   }
   for (int d = 1; d < passes; ++d) {
     if (trivial[d]) continue;

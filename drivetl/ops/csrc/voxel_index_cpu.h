@@ -469,7 +469,7 @@ IndexOutputs voxel_index_impl(const at::Tensor& points, const int64_t* off, int6
   bool bad = false;
 #pragma omp parallel num_threads(nt) if (nt > 1) reduction(|| : bad)
   {
-    std::vector<uint32_t> hist;
+    std::vector<uint32_t> hist, half;
     thread_local std::vector<uint32_t> copies;  // zero between uses (count_digits leaves it so)
 #pragma omp for schedule(dynamic, 1)
     for (int64_t f = 0; f < nframes; ++f) {
@@ -479,8 +479,11 @@ IndexOutputs voxel_index_impl(const at::Tensor& points, const int64_t* off, int6
       copies.resize(4 * static_cast<size_t>(dg.buckets));
       Frame<E>& fr = frames[f];
       fr.len = key_pass<E>(pts, rs, cs, lo, hi, g, keys + lo, p2v_ptr, bad);
-      count_digits<Key>(keys + lo, hi - lo, hi - lo - fr.len, dg, copies.data(), hist.data());
-      fr.s = sort_keys<E>(keys + lo, hi - lo, fr.len, lo, dg, hist.data(), a + lo, b + lo);
+      half.resize(dg.buckets);
+      const bool halves = count_digits<Key>(keys + lo, hi - lo, hi - lo - fr.len, dg, copies.data(), hist.data(),
+                                            half.data());
+      fr.s = sort_keys<E>(keys + lo, hi - lo, fr.len, lo, dg, hist.data(), halves ? half.data() : nullptr, a + lo,
+                          b + lo);
       if (single) {
         fr.voxels = caps.max_voxels >= 0 ? std::min(caps.max_voxels, fr.len) : fr.len;  // a cap for the walk
         fr.kept = fr.len;
