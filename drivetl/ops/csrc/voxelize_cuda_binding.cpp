@@ -23,11 +23,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> voxel_ind
     c10::ArrayRef<double> range_min, c10::ArrayRef<double> range_max, c10::ArrayRef<int64_t> grid_shape,
     int64_t max_points_per_voxel, int64_t max_voxels, bool hashed, int64_t seed) {
   TORCH_CHECK(points.is_cuda() && offsets.is_cuda(), "voxel_index: points and offsets must be CUDA tensors");
+  TORCH_CHECK(offsets.device() == points.device(), "voxel_index: points and offsets must be on the same device");
+  TORCH_CHECK(voxel_size.size() == 3 && range_min.size() == 3 && range_max.size() == 3 && grid_shape.size() == 3,
+              "voxel_index: grid arguments need 3 values each");
+  for (int a = 0; a < 3; ++a)
+    TORCH_CHECK(grid_shape[a] >= 1 && grid_shape[a] < (int64_t(1) << 24), "voxel_index: bad grid shape");
+  // The offsets' values (0 first, N last, non-decreasing) are checked by the Python caller
+  // (drivetl.ops._dispatch.check_batch); checking them here would cost a device sync per call.
   TORCH_CHECK(points.dim() == 2 && points.size(1) >= 3 && points.scalar_type() == at::kFloat,
               "voxel_index: points must be float32 (N, C>=3)");
   TORCH_CHECK(offsets.dim() == 1 && offsets.size(0) >= 1 && offsets.scalar_type() == at::kLong,
               "voxel_index: offsets must be int64 (B+1,)");
-  TORCH_CHECK(points.size(0) < (int64_t(1) << 31), "voxel_index: at most 2^31 - 1 points per call on CUDA");
+  TORCH_CHECK(points.size(0) < (int64_t(1) << 31) - 1, "voxel_index: fewer than 2^31 - 1 points per call on CUDA");
   TORCH_CHECK(max_points_per_voxel == -1 || max_points_per_voxel >= 1,
               "voxel_index: max_points_per_voxel must be -1 (no cap) or >= 1");
   const c10::cuda::CUDAGuard guard(points.device());
@@ -71,7 +78,11 @@ std::tuple<at::Tensor, at::Tensor> segment_reduce_cuda(const at::Tensor& values,
                                                         const at::Tensor& counts, int64_t reduce) {
   TORCH_CHECK(values.is_cuda() && point_order.is_cuda() && counts.is_cuda(),
               "segment_reduce: tensors must be on CUDA");
+  TORCH_CHECK(point_order.device() == values.device() && counts.device() == values.device(),
+              "segment_reduce: values, point_order and counts must be on the same device");
   TORCH_CHECK(values.dim() == 2, "segment_reduce: values must be (N, C)");
+  TORCH_CHECK(counts.dim() == 1 && !at::isFloatingType(counts.scalar_type()),
+              "segment_reduce: counts must be integer (M,)");
   TORCH_CHECK(point_order.dim() == 1 && point_order.scalar_type() == at::kLong,
               "segment_reduce: point_order must be int64 (P,)");
   TORCH_CHECK(reduce >= 0 && reduce <= 2, "segment_reduce: reduce must be 0 (sum), 1 (mean) or 2 (max)");
