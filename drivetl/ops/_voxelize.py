@@ -63,8 +63,10 @@ def voxelize(
     """Voxelize a batch of ragged point clouds; bit-identical output on every backend.
 
     Args:
-        points: (N, C) float32 (other float dtypes are quantized in float32), columns x, y, z in
-            metres in the grid's frame (the vehicle frame), then features (intensity, ...).
+        points: (N, C) float32 (other float dtypes are quantized in float32 and reduced in their
+            own dtype: float64 and, on the CPU, float16/bfloat16; a bfloat16 NaN may come back in
+            another NaN encoding), columns x, y, z in metres in the grid's frame (the vehicle
+            frame), then features (intensity, ...).
         offsets: (B+1,) int64 on the points' device, Pointcept style: offsets[0] == 0,
             offsets[B] == N, frame b is ``points[offsets[b]:offsets[b+1]]`` (frames may be empty).
         grid: voxel size and half-open point range; a point's cell is ``floor((p - min) / size)``

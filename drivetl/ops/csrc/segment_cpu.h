@@ -1,4 +1,5 @@
-// CPU kernels of segment_reduce (grouped sum/mean/max), index_reduce (the same reductions by a
+// CPU kernels of segment_reduce (grouped sum/mean/max; float64, float32, float16, bfloat16, each
+// adding in its own precision like the reference), index_reduce (the same reductions by a
 // row -> segment index, without grouping) and pad_voxels (hard voxelization), included by
 // voxelize_cpu.cpp, which registers them.
 //
@@ -120,7 +121,7 @@ inline std::tuple<at::Tensor, at::Tensor> segment_reduce_cpu(const at::Tensor& v
                              values.options().dtype(at::kLong));
   const int nt = p * c >= 65536 ? std::max(1, at::get_num_threads()) : 1;
   const int64_t rs = values.stride(0), cs = values.stride(1);
-  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "segment_reduce_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, values.scalar_type(), "segment_reduce_cpu", [&] {
     const scalar_t* v = values.data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
     int64_t* a = reduce == 2 ? arg.data_ptr<int64_t>() : nullptr;
@@ -203,7 +204,7 @@ inline std::tuple<at::Tensor, at::Tensor> index_reduce_cpu(const at::Tensor& val
   std::vector<int64_t> cnt(m);
   const int nt = n * c >= 262144 && m >= 1024 ? std::max(1, at::get_num_threads()) : 1;
   const int64_t rs = values.stride(0), cs = values.stride(1);
-  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "index_reduce_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, values.scalar_type(), "index_reduce_cpu", [&] {
     const scalar_t* v = values.data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
     int64_t* a = reduce == 2 ? arg.data_ptr<int64_t>() : nullptr;
