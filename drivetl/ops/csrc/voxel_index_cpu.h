@@ -38,28 +38,17 @@
 #include <utility>
 #include <vector>
 
+#include "ops_common.h"
 #include "radix_sort.h"
 
 namespace drivetl_ops {
 
 constexpr int64_t kParallelMin = 32768;  // below this many points a fork/join costs more than it saves
-constexpr int64_t kKeyBlock = 512;       // key-pass block: keys are counted while still in L1
+constexpr int64_t kKeyBlock = 512;       // key-pass block: keys are checked while still in L1
 constexpr int64_t kGatherAhead = 32;     // sorted elements whose rows are prefetched ahead of the walk
 
-inline uint32_t fmix32(uint32_t x) {
-  x ^= x >> 16;
-  x *= 0x85EBCA6Bu;
-  x ^= x >> 13;
-  x *= 0xC2B2AE35u;
-  x ^= x >> 16;
-  return x;
-}
-
-inline int bit_width(uint64_t x) {
-  int b = 0;
-  for (; x; x >>= 1) ++b;
-  return b;
-}
+using drivetl_common::bit_width;
+using drivetl_common::fmix32;
 
 // Exact a / d for 32-bit a and d >= 2 by one multiply (Lemire, Kaser & Kurz 2019, "Faster
 // remainder by direct computation"): M = floor((2^64 - 1) / d) + 1, a / d = (M * a) >> 64.

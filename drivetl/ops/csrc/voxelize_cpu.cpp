@@ -59,7 +59,7 @@ IndexOutputs voxel_index_checked(
     g.div_nxy = drivetl_ops::Div32(static_cast<uint32_t>(g.nx * g.ny));
   }
   const Caps caps{max_points_per_voxel, max_voxels, hashed,
-                  drivetl_ops::fmix32(static_cast<uint32_t>((static_cast<uint64_t>(seed) + 0x9E3779B9ull) & 0xFFFFFFFFull))};
+                  drivetl_common::keep_salt(seed)};
   // Packed 8-byte elements need every cell index below the all-ones key and point indices < 2^32.
   if (g.cells <= 0xFFFFFFFFull && n < (int64_t(1) << 32))
     return drivetl_ops::voxel_index_impl<drivetl_ops::PackedElem>(points, off, nframes, g, caps, reduce);

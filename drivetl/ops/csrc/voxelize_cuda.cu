@@ -21,6 +21,8 @@
 
 #include "voxelize_cuda.h"
 
+#include "ops_common.h"
+
 #include <cub/device/device_radix_sort.cuh>
 #include <cub/device/device_scan.cuh>
 
@@ -31,23 +33,8 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__host__ __device__ inline uint32_t fmix32(uint32_t x) {
-  x ^= x >> 16;
-  x *= 0x85EBCA6Bu;
-  x ^= x >> 13;
-  x *= 0xC2B2AE35u;
-  x ^= x >> 16;
-  return x;
-}
-
-inline int bit_width(uint64_t x) {
-  int b = 0;
-  while (x) {
-    ++b;
-    x >>= 1;
-  }
-  return b;
-}
+using drivetl_common::bit_width;
+using drivetl_common::fmix32;
 
 inline unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 
@@ -383,8 +370,7 @@ cudaError_t voxel_index_plan(const float* points, int64_t row_stride, int64_t co
       at<int64_t>(ws, l.vox_run), at<int64_t>(ws, l.vox_count), n);
   DTL_TRY(cudaGetLastError());
   DTL_TRY(cudaMemsetAsync(keep, 0, (n + 1) * sizeof(int64_t), stream));
-  const uint32_t salt =
-      fmix32(static_cast<uint32_t>((static_cast<uint64_t>(params.seed) + 0x9E3779B9ull) & 0xFFFFFFFFull));
+  const uint32_t salt = drivetl_common::keep_salt(params.seed);
   position_kernel<<<blocks_for(n), kThreads, 0, stream>>>(
       keys, idx, run_start, run_ex, at<int64_t>(ws, l.vox_new_id), offsets, cells, sentinel, n,
       params.max_points_per_voxel, hashed, salt, at<int64_t>(ws, l.run_of), keep,
