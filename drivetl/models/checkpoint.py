@@ -33,7 +33,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import pickle
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,18 @@ from drivetl.models.adapters import arch_signature, base_key
 META_KEY = "drivetl"
 META_FORMAT = 1
 _PREFIXES = ("", "model.", "module.", "model.module.", "net.", "network.")
+
+
+def plain_builtins(value: Any) -> Any:
+    """`value` as plain builtins (dicts, lists, str, numbers, bool, None; anything else as its str),
+    so that checkpoint metadata loads with ``torch.load(weights_only=True)``."""
+    if isinstance(value, Mapping):
+        return {str(k): plain_builtins(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [plain_builtins(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
 
 
 def checkpoint_metadata(

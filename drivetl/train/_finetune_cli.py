@@ -26,7 +26,7 @@ from drivetl._io import atomic_write_text
 from drivetl.errors import DrivetlError
 from drivetl.models.adapters import save_adapters
 from drivetl.train._finetune_data import FinetuneDataModule
-from drivetl.train.cli import DrivetlCLI
+from drivetl.train.cli import DrivetlCLI, fit_cli
 from drivetl.train.finetune import FinetuneModule
 
 __all__ = ["FinetuneCLI", "export_run", "run_finetune"]
@@ -110,16 +110,7 @@ def run_finetune(args: Sequence[str]) -> dict[str, Any]:
     ``["--config", "configs/finetune/lora.yaml", "--model.pretrained", ckpt, "--data.root", fleet]``.
     Returns the summary (empty on ranks other than 0)."""
     try:
-        cli = FinetuneCLI(
-            FinetuneModule,
-            FinetuneDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            args=["fit", *args],
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"fit": {"default_env": False}},
-            auto_configure_optimizers=False,
-        )
+        cli = fit_cli(FinetuneCLI, FinetuneModule, FinetuneDataModule, args)
     except Exception as exc:
         cause = _drivetl_cause(exc)
         if cause is not None and cause is not exc:

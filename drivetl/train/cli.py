@@ -64,6 +64,28 @@ class DrivetlCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
 
+def fit_cli(
+    cli_class: type[DrivetlCLI], model_class: type, data_class: type, args: Sequence[str]
+) -> DrivetlCLI:
+    """Run ``fit`` through `cli_class` with LightningCLI arguments (``--config``, ``--model.*``, ...):
+    model and data classes as the base classes of ``class_path``, the config saved beside the run,
+    no environment variables read, optimizers from the module."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+    return cli_class(
+        model_class,
+        data_class,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=["fit", *args],
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"fit": {"default_env": False}},
+        auto_configure_optimizers=False,
+    )
+
+
 class PretrainCLI(DrivetlCLI):
     """`drivetl pretrain`: best checkpoint by validation loss, runs under ``runs/pretrain``."""
 
@@ -72,17 +94,4 @@ class PretrainCLI(DrivetlCLI):
 
 def run_pretrain(args: Sequence[str]) -> None:
     """Run ``fit`` with LightningCLI arguments, e.g. ``["--config", "configs/pretrain/tiny_lidar.yaml"]``."""
-    import warnings
-
-    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
-    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
-    PretrainCLI(
-        PretrainModule,
-        DriveDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=["fit", *args],
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"fit": {"default_env": False}},
-        auto_configure_optimizers=False,
-    )
+    fit_cli(PretrainCLI, PretrainModule, DriveDataModule, args)

@@ -29,7 +29,7 @@ from drivetl.errors import CheckpointError, ConfigError
 from drivetl.models.adapters import adapter_recipe, count_parameters, frozen_norms_eval, parameter_table
 from drivetl.models.adapters import reestimate_batchnorm as _reestimate
 from drivetl.models.checkpoint import checkpoint_metadata as base_metadata
-from drivetl.models.checkpoint import load_pretrained, read_checkpoint
+from drivetl.models.checkpoint import load_pretrained, plain_builtins, read_checkpoint
 from drivetl.train._finetune_build import (
     ARCH,
     AdaptedDetector,
@@ -336,7 +336,7 @@ class FinetuneModule(pl.LightningModule):
             classes=list(self.model.classes),
             grid={"voxel_size": list(grid.voxel_size), "point_range": list(grid.point_range)},
             rig=None,
-            config=_plain(dict(self.hparams)),
+            config=plain_builtins(dict(self.hparams)),
             class_dims={"head.heatmap.1.*": 0},
         )
         count = count_parameters(self.model)
@@ -353,9 +353,9 @@ class FinetuneModule(pl.LightningModule):
                     "height": geo.height,
                     "width": geo.width,
                 },
-                "point_columns": _plain(self.data_defaults.get("point_columns")),
-                "camera_names": _plain(self.data_defaults.get("camera_names")),
-                "image_size": _plain(self.data_defaults.get("image_size")),
+                "point_columns": plain_builtins(self.data_defaults.get("point_columns")),
+                "camera_names": plain_builtins(self.data_defaults.get("camera_names")),
+                "image_size": plain_builtins(self.data_defaults.get("image_size")),
                 "rigs": sorted(self.rig_vectors),
                 "rig_vectors": {k: list(v) for k, v in self.rig_vectors.items()},
                 "adapters": {
@@ -367,7 +367,7 @@ class FinetuneModule(pl.LightningModule):
                     "share": count.share,
                 },
                 "norms_reestimated": self.norms_reestimated,
-                "pretrained": _plain(self.pretrained_meta) | {"path": str(self.hparams.pretrained)},
+                "pretrained": plain_builtins(self.pretrained_meta) | {"path": str(self.hparams.pretrained)},
             }
         )
         return meta
@@ -376,17 +376,6 @@ class FinetuneModule(pl.LightningModule):
         meta = checkpoint.get("drivetl") or {}
         self.norms_reestimated = bool(meta.get("norms_reestimated", False))
         self.rig_vectors.update({k: list(v) for k, v in (meta.get("rig_vectors") or {}).items()})
-
-
-def _plain(value: Any) -> Any:
-    """Values as plain builtins (safe for ``torch.load(weights_only=True)``)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
 
 
 def run_finetune(args: list[str]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from drivetl.data.collate import Batch
 from drivetl.errors import ConfigError
 from drivetl.models import BEVDetector, decode, instantiate
 from drivetl.models.checkpoint import checkpoint_metadata as base_metadata
+from drivetl.models.checkpoint import plain_builtins
 from drivetl.train._optim import adamw_warmup_cosine
 from drivetl.train.losses import OBJECTIVES, total_loss
 from drivetl.train.metrics import centre_matches
@@ -167,17 +168,6 @@ class PretrainModule(pl.LightningModule):
                 self._seen[key] = meta[key]
 
 
-def _plain(value: Any) -> Any:
-    """Config values as plain builtins (safe for ``torch.load(weights_only=True)``)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
-
-
 def checkpoint_metadata(detector: BEVDetector, hparams: Mapping[str, Any], seen: Mapping[str, Any]) -> dict:
     """The ``checkpoint["drivetl"]`` entry (plain builtins only): `drivetl.models.checkpoint`'s fields
     (format, arch, arch_signature, classes, class_dims, grid, rig, config) plus what pretraining knows."""
@@ -189,13 +179,13 @@ def checkpoint_metadata(detector: BEVDetector, hparams: Mapping[str, Any], seen:
         classes=list(detector.classes),
         grid={"voxel_size": list(grid.voxel_size), "point_range": list(grid.point_range)},
         rig=None,
-        config=_plain(dict(hparams)),
+        config=plain_builtins(dict(hparams)),
         class_dims={"head.heatmap.1.*": 0},
     )
     meta.update(
         {
             "task": "pretrain",
-            "detector": _plain(hparams["detector"]),
+            "detector": plain_builtins(hparams["detector"]),
             "state_dict_prefix": "model.",
             "bev": {
                 "x_min": geo.x_min,
@@ -205,9 +195,9 @@ def checkpoint_metadata(detector: BEVDetector, hparams: Mapping[str, Any], seen:
                 "height": geo.height,
                 "width": geo.width,
             },
-            "point_columns": _plain(seen.get("columns")),
-            "camera_names": _plain(seen.get("camera_names")),
-            "image_size": _plain(seen.get("image_size")),
+            "point_columns": plain_builtins(seen.get("columns")),
+            "camera_names": plain_builtins(seen.get("camera_names")),
+            "image_size": plain_builtins(seen.get("image_size")),
             "rigs": sorted(seen.get("rigs", ())),
             "frame": CANONICAL_FRAME,
         }
