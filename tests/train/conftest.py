@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from drivetl.data.collate import collate
@@ -63,12 +65,24 @@ def _batch(seeds=(0, 1), cameras=True, num_boxes=5):
     )
 
 
+def small_detector_spec(camera: bool = True) -> dict:
+    """A fresh class_path/init_args dict of the very small detector (LiDAR only without camera)."""
+    spec = copy.deepcopy(SMALL_DETECTOR)
+    if not camera:
+        del spec["init_args"]["camera"], spec["init_args"]["camera_dropout"]
+    return spec
+
+
 @pytest.fixture
 def detector_spec() -> dict:
     """A plain class_path/init_args dict of a very small LiDAR + camera detector."""
-    import copy
+    return small_detector_spec()
 
-    return copy.deepcopy(SMALL_DETECTOR)
+
+@pytest.fixture(scope="session")
+def detector_spec_factory():
+    """small_detector_spec(camera=True) -> dict, for module-scoped fixtures."""
+    return small_detector_spec
 
 
 @pytest.fixture

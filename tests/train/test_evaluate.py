@@ -23,47 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 COLUMNS = ["x", "y", "z", "intensity", "elongation"]
 
 
-def _detector_spec(camera: bool) -> dict:
-    lidar = {
-        "class_path": "drivetl.models.LidarEncoder",
-        "init_args": {
-            "voxel_size": [0.4, 0.4, 6.0],
-            "point_range": [-12.8, -12.8, -1.0, 12.8, 12.8, 5.0],
-            "pfn_channels": [16],
-            "use_elongation": True,
-            "widths": [16, 16, 24],
-            "depths": [1, 1, 1],
-            "strides": [2, 2, 2],
-            "out_channels": 16,
-            "out_stride": 2,
-        },
-    }
-    args = {
-        "classes": ["vehicle", "pedestrian", "cyclist", "sign"],
-        "lidar": lidar,
-        "fusion_channels": 16,
-        "head_channels": 16,
-    }
-    if camera:
-        args["camera"] = {
-            "class_path": "drivetl.models.CameraEncoder",
-            "init_args": {
-                "heights": [0.5, 1.5],
-                "out_channels": 16,
-                "backbone": {
-                    "class_path": "drivetl.models.ImageBackbone",
-                    "init_args": {
-                        "widths": [8, 16, 16],
-                        "depths": [1, 1, 1],
-                        "out_channels": 16,
-                        "out_stride": 8,
-                    },
-                },
-            },
-        }
-    return {"class_path": "drivetl.models.BEVDetector", "init_args": args}
-
-
 def _calibrate_norms(det: torch.nn.Module, camera: bool) -> None:
     """BatchNorm statistics from two synthetic batches (AdaBN), so features have sane magnitudes."""
     from drivetl.data.collate import collate
@@ -84,13 +43,15 @@ def _calibrate_norms(det: torch.nn.Module, camera: bool) -> None:
     det.eval()
 
 
-def write_checkpoint(path: Path, camera: bool = False, seed: int = 0, zero_camera: bool = False) -> Path:
-    """A checkpoint exactly as `drivetl pretrain` writes it (Lightning layout + drivetl metadata)."""
+def write_checkpoint(
+    path: Path, spec: dict, camera: bool = False, seed: int = 0, zero_camera: bool = False
+) -> Path:
+    """A checkpoint of the detector `spec` exactly as `drivetl pretrain` writes it (Lightning layout +
+    drivetl metadata)."""
     from drivetl.models import instantiate
     from drivetl.train.pretrain import checkpoint_metadata
 
     torch.manual_seed(seed)
-    spec = _detector_spec(camera)
     det = instantiate(spec)
     _calibrate_norms(det, camera)
     with torch.no_grad():
@@ -143,12 +104,13 @@ def write_folder(root: Path, frames: int = 4, labels=None) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> dict[str, Path]:
+def tiny(tmp_path_factory, detector_spec_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("evaluate")
+    spec = detector_spec_factory
     return {
         "data": write_folder(d / "fleet"),
-        "lidar": write_checkpoint(d / "lidar.ckpt"),
-        "fusion": write_checkpoint(d / "fusion.ckpt", camera=True, seed=1),
+        "lidar": write_checkpoint(d / "lidar.ckpt", spec(camera=False)),
+        "fusion": write_checkpoint(d / "fusion.ckpt", spec(camera=True), camera=True, seed=1),
         "dir": d,
     }
 
@@ -251,8 +213,10 @@ def test_split_range_edges_and_adapters_on_base(tiny, tmp_path) -> None:
     assert "mAP 0-8 m" in (out / "report.md").read_text()
 
 
-def test_fusion_health_flags_a_fusion_that_ignores_its_camera(tiny, tmp_path) -> None:
-    blind = write_checkpoint(tmp_path / "blind.ckpt", camera=True, seed=1, zero_camera=True)
+def test_fusion_health_flags_a_fusion_that_ignores_its_camera(tiny, tmp_path, detector_spec_factory) -> None:
+    blind = write_checkpoint(
+        tmp_path / "blind.ckpt", detector_spec_factory(camera=True), camera=True, seed=1, zero_camera=True
+    )
     out = tmp_path / "fh"
     rc = main(
         [
