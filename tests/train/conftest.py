@@ -89,3 +89,15 @@ def detector_spec_factory():
 def batch_factory():
     """_batch(seeds=(0, 1), cameras=True, num_boxes=5) -> Batch."""
     return _batch
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module: the tiny models gain nothing from more, and extra threads
+    stall when the cores are busy."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

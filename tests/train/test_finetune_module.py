@@ -20,6 +20,9 @@ from drivetl.train.finetune import FinetuneDataModule, FinetuneModule, build_ada
 from drivetl.train.pretrain import PretrainModule
 from drivetl.train.synthetic import synthetic_sample
 
+# The tiny model gains nothing from intra-op threads (see conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ROOT = Path(__file__).resolve().parents[2]
 LIDAR = {
     "class_path": "drivetl.models.LidarEncoder",
@@ -72,15 +75,6 @@ def save_pretrained(path: Path, camera: bool = False) -> Path:
     module.on_save_checkpoint(ckpt)
     torch.save(ckpt, path)
     return path
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model gains nothing from intra-op threads, and they stall when the cores are busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,9 @@ from drivetl.data._team_example import write_example_team
 from drivetl.models.adapters import read_adapter_metadata
 from drivetl.train.pretrain import PretrainModule
 
+# The tiny model gains nothing from intra-op threads (see conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ROOT = Path(__file__).resolve().parents[2]
 STAT_KEY = r"model\.lidar\.backbone\.stages\.0\.(stage\.)?0\.bn2\.(norms\.target\.)?running_mean"
 CONFIGS = sorted((ROOT / "configs" / "finetune").glob("*.yaml"))
@@ -68,15 +71,6 @@ def save_pretrained(path: Path, detector: dict = TINY_DETECTOR, seed: int = 0, c
     module.on_save_checkpoint(ckpt)
     torch.save(ckpt, path)
     return path
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model gains nothing from intra-op threads, and they stall when the cores are busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
