@@ -162,19 +162,16 @@ def rotation_from_rpy(roll: float, pitch: float, yaw: float) -> np.ndarray:
     )
 
 
-def transforms_from_rpy_xyz(rpy_xyz: Any) -> np.ndarray:
-    """(..., 6) rows of (roll, pitch, yaw, x, y, z) -> (..., 4, 4) float64 transforms, vectorized.
-
-    Waymo v1 stores the TOP laser's per-pixel vehicle pose as such an (H, W, 6) image
-    (`range_image_top_pose`), with the rotation Rz(yaw) @ Ry(pitch) @ Rx(roll) used here.
-    """
-    a = np.asarray(rpy_xyz, dtype=np.float64)
-    if a.shape[-1] != 6:
-        raise ValueError(f"expected (..., 6) roll, pitch, yaw, x, y, z; got {a.shape}")
+def rotations_from_rpy(rpy: Any) -> np.ndarray:
+    """(..., 3) rows of (roll, pitch, yaw) radians -> (..., 3, 3) float64 rotations
+    ``Rz(yaw) @ Ry(pitch) @ Rx(roll)``, vectorized."""
+    a = np.asarray(rpy, dtype=np.float64)
+    if a.shape[-1] != 3:
+        raise ValueError(f"expected (..., 3) roll, pitch, yaw; got {a.shape}")
     cr, sr = np.cos(a[..., 0]), np.sin(a[..., 0])
     cp, sp = np.cos(a[..., 1]), np.sin(a[..., 1])
     cy, sy = np.cos(a[..., 2]), np.sin(a[..., 2])
-    out = np.zeros((*a.shape[:-1], 4, 4))
+    out = np.empty((*a.shape[:-1], 3, 3))
     out[..., 0, 0] = cy * cp
     out[..., 0, 1] = cy * sp * sr - sy * cr
     out[..., 0, 2] = cy * sp * cr + sy * sr
@@ -184,6 +181,20 @@ def transforms_from_rpy_xyz(rpy_xyz: Any) -> np.ndarray:
     out[..., 2, 0] = -sp
     out[..., 2, 1] = cp * sr
     out[..., 2, 2] = cp * cr
+    return out
+
+
+def transforms_from_rpy_xyz(rpy_xyz: Any) -> np.ndarray:
+    """(..., 6) rows of (roll, pitch, yaw, x, y, z) -> (..., 4, 4) float64 transforms, vectorized.
+
+    Waymo v1 stores the TOP laser's per-pixel vehicle pose as such an (H, W, 6) image
+    (`range_image_top_pose`), with the rotation Rz(yaw) @ Ry(pitch) @ Rx(roll) used here.
+    """
+    a = np.asarray(rpy_xyz, dtype=np.float64)
+    if a.shape[-1] != 6:
+        raise ValueError(f"expected (..., 6) roll, pitch, yaw, x, y, z; got {a.shape}")
+    out = np.zeros((*a.shape[:-1], 4, 4))
+    out[..., :3, :3] = rotations_from_rpy(a[..., :3])
     out[..., :3, 3] = a[..., 3:]
     out[..., 3, 3] = 1.0
     return out

@@ -24,6 +24,8 @@ from threading import Lock
 
 import numpy as np
 
+from drivetl.calib.se3 import rotations_from_rpy, transforms_from_rpy_xyz
+
 
 def uniform_inclinations(count: int, inc_min: float, inc_max: float) -> np.ndarray:
     """(count,) float64 ascending inclinations, radians: ``min + (i + 0.5) / count * (max - min)``."""
@@ -38,33 +40,13 @@ def column_azimuths(width: int, vehicle_from_lidar: np.ndarray) -> np.ndarray:
     return (ratios * 2.0 - 1.0) * np.pi - az_correction
 
 
-def rotation_from_rpy_array(rpy: np.ndarray) -> np.ndarray:
-    """(..., 3, 3) rotations ``Rz(yaw) @ Ry(pitch) @ Rx(roll)`` from (..., 3) roll, pitch, yaw (radians)."""
-    rpy = np.asarray(rpy, dtype=np.float64)
-    cr, sr = np.cos(rpy[..., 0]), np.sin(rpy[..., 0])
-    cp, sp = np.cos(rpy[..., 1]), np.sin(rpy[..., 1])
-    cy, sy = np.cos(rpy[..., 2]), np.sin(rpy[..., 2])
-    out = np.empty((*rpy.shape[:-1], 3, 3), dtype=np.float64)
-    out[..., 0, 0] = cy * cp
-    out[..., 0, 1] = cy * sp * sr - sy * cr
-    out[..., 0, 2] = cy * sp * cr + sy * sr
-    out[..., 1, 0] = sy * cp
-    out[..., 1, 1] = sy * sp * sr + cy * cr
-    out[..., 1, 2] = sy * sp * cr - cy * sr
-    out[..., 2, 0] = -sp
-    out[..., 2, 1] = cp * sr
-    out[..., 2, 2] = cp * cr
-    return out
+#: (..., 3) roll, pitch, yaw -> (..., 3, 3) rotations (Waymo's convention; see `drivetl.calib.se3`).
+rotation_from_rpy_array = rotations_from_rpy
 
 
 def pixel_pose_matrices(pixel_pose: np.ndarray) -> np.ndarray:
     """(H, W, 4, 4) float64 world_from_vehicle per pixel from Waymo's (H, W, 6) roll, pitch, yaw, x, y, z."""
-    pose = np.asarray(pixel_pose, dtype=np.float64)
-    out = np.zeros((*pose.shape[:-1], 4, 4), dtype=np.float64)
-    out[..., :3, :3] = rotation_from_rpy_array(pose[..., :3])
-    out[..., :3, 3] = pose[..., 3:6]
-    out[..., 3, 3] = 1.0
-    return out
+    return transforms_from_rpy_xyz(np.asarray(pixel_pose, dtype=np.float64)[..., :6])
 
 
 _RAY_CACHE: OrderedDict[bytes, np.ndarray] = OrderedDict()
