@@ -310,14 +310,5 @@ def import_dgp(
     with TeamWriter(out, rig, lidar_format=".pcd") as writer:
         for sample in samples:
             key = FrameKey(scene.segment, _timestamp_us(sample["id"]["timestamp"], str(scene.scene_path)))
-            if writer.has(key):
-                writer.add_to_split(key, split)
-                summary["skipped_frames"] += 1
-                continue
-            record, skipped = scene.read(sample)
-            writer.write(record, split)
-            summary["frames"] += 1
-            summary["boxes"] += len(record.boxes)
-            for k, v in skipped.items():
-                summary["skipped_classes"][k] = summary["skipped_classes"].get(k, 0) + v
+            writer.import_frame(key, split, lambda s=sample: scene.read(s), summary)
     return summary

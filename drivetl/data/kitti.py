@@ -196,14 +196,5 @@ def import_kitti(src: str | os.PathLike, out: str | os.PathLike, split: str = "t
     with TeamWriter(out, first.rig, lidar_format=".bin") as writer:
         for frame in ids:
             key = FrameKey("kitti", int(frame) if frame.isdigit() else 0)
-            if writer.has(key):
-                writer.add_to_split(key, split)
-                summary["skipped_frames"] += 1
-                continue
-            record, skipped = read_kitti_frame(src, frame)
-            writer.write(record, split)
-            summary["frames"] += 1
-            summary["boxes"] += len(record.boxes)
-            for k, v in skipped.items():
-                summary["skipped_classes"][k] = summary["skipped_classes"].get(k, 0) + v
+            writer.import_frame(key, split, lambda f=frame: read_kitti_frame(src, f), summary)
     return summary

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -97,6 +97,28 @@ class TeamWriter:
         members = self._splits.setdefault(split, [])
         if key not in members:
             members.append(key)
+
+    def import_frame(
+        self,
+        key: FrameKey,
+        split: str,
+        read: Callable[[], tuple[FrameRecord, dict[str, int]]],
+        summary: dict[str, Any],
+    ) -> None:
+        """One frame of an importer (KITTI, DGP): listed in `split`; read and written unless the
+        folder already has it (a resumed import). `read()` returns the record and the counts of
+        source classes it left out; `summary` counts frames, skipped_frames, boxes and
+        skipped_classes."""
+        if self.has(key):
+            self.add_to_split(key, split)
+            summary["skipped_frames"] += 1
+            return
+        record, skipped = read()
+        self.write(record, split)
+        summary["frames"] += 1
+        summary["boxes"] += len(record.boxes)
+        for k, v in skipped.items():
+            summary["skipped_classes"][k] = summary["skipped_classes"].get(k, 0) + v
 
     def write(self, record: FrameRecord, split: str = "train") -> bool:
         """Write one frame and list it in `split`; returns False when it was already complete."""
