@@ -13,6 +13,7 @@ from drivetl.data.canonicalize import points_in_boxes
 from drivetl.data.kitti import (
     KittiObject,
     boxes_from_kitti,
+    import_kitti,
     kitti_from_boxes,
     read_kitti_labels,
     velo_from_rect,
@@ -134,3 +135,18 @@ def test_reimport_is_resumable(kitti_team, real_data, capsys):
     assert "1 already present" in capsys.readouterr().out
     after = {p: p.stat().st_mtime_ns for p in kitti_team.rglob("*") if p.is_file() and "frames" in p.parts}
     assert before == after
+
+
+def test_import_resumes_without_rewriting(real_data, tmp_path):
+    out = tmp_path / "team"
+    first = import_kitti(real_data / "kitti_object", out, split="train")
+    assert first["frames"] == 1 and first["skipped_frames"] == 0 and first["boxes"] > 0
+    frame_files = sorted(
+        p for sub in ("frames", "lidar", "camera") for p in (out / sub).rglob("*") if p.is_file()
+    )
+    assert len(frame_files) == 3
+    stamps = {p: p.stat().st_mtime_ns for p in frame_files}
+    again = import_kitti(real_data / "kitti_object", out, split="train")
+    assert again["frames"] == 0 and again["skipped_frames"] == 1 and again["boxes"] == 0
+    assert {p: p.stat().st_mtime_ns for p in frame_files} == stamps  # no frame data rewritten
+    assert TeamReader(out).split("train").keys == TeamReader(out).keys
