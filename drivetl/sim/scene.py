@@ -9,7 +9,7 @@ meshes in their own frames, posed per time.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -348,18 +348,4 @@ def generate_scene(seed: int, region: str = "us", duration: float = 2.0) -> Scen
             static.append(a.mesh.transform(scene.road_from_actor(a, 0.0)))
             owners.append(np.full(len(a.mesh.triangles), i, np.int32))
     mesh = merge(static).transform(world_from_road)
-    return Scene(
-        seed,
-        region,
-        world_from_road,
-        grade,
-        wave,
-        road,
-        mesh,
-        np.concatenate(owners),
-        tuple(actors),
-        ego_y,
-        ego_speed,
-        sun,
-        scene.facade,
-    )
+    return replace(scene, static_mesh=mesh, static_actor=np.concatenate(owners), actors=tuple(actors))
