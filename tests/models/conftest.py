@@ -71,3 +71,18 @@ def make_detector():
 def make_batch():
     """small_batch(seeds=(0, 1), cameras=True)."""
     return small_batch
+
+
+def _sgd_step(model: torch.nn.Module, lr: float) -> None:
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad and p.grad is not None:
+                p -= lr * p.grad
+                p.grad = None
+
+
+@pytest.fixture
+def sgd_step():
+    """sgd_step(model, lr): one plain gradient step on the trainable parameters (no torch.optim:
+    its first use imports the compiler stack, seconds of test time)."""
+    return _sgd_step

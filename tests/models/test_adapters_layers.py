@@ -65,16 +65,6 @@ class TinyBEV(nn.Module):
         return torch.cat([heat.flatten(1), box.flatten(1), self.head["cls"](f.mean((2, 3)))], 1)
 
 
-def _sgd_step(model: nn.Module, lr: float) -> None:
-    """One plain gradient step on the trainable parameters (no torch.optim: its first use imports
-    the compiler stack, seconds of test time)."""
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad and p.grad is not None:
-                p -= lr * p.grad
-                p.grad = None
-
-
 def _model(seed: int = 0) -> TinyBEV:
     torch.manual_seed(seed)
     return TinyBEV().eval()
@@ -148,7 +138,7 @@ def test_lora_dropout_branch_and_grouped_conv() -> None:
     torch.testing.assert_close(model(x), eval_out, atol=1e-5, rtol=0)
 
 
-def test_only_lora_parameters_train() -> None:
+def test_only_lora_parameters_train(sgd_step) -> None:
     model = _model()
     apply_lora(model, ["encoders.*.0", "head.*"], rank=2)
     count = apply_freezing(model, "adapters+head")
@@ -164,14 +154,14 @@ def test_only_lora_parameters_train() -> None:
     lr = 0.1
     model.train()
     model(_x()).pow(2).mean().backward()
-    _sgd_step(model, lr)
+    sgd_step(model, lr)
     for n, p in model.named_parameters():
         if n in frozen:
             assert torch.equal(p, frozen[n]), n
 
 
 # ------------------------------------------------------------------------------------- bottleneck
-def test_bottleneck_adapter_identity_and_learning() -> None:
+def test_bottleneck_adapter_identity_and_learning(sgd_step) -> None:
     model = _model()
     x = _x()
     before = model(x)
@@ -188,7 +178,7 @@ def test_bottleneck_adapter_identity_and_learning() -> None:
     lr = 1e-2
     model.train()
     model(x).pow(2).mean().backward()
-    _sgd_step(model, lr)
+    sgd_step(model, lr)
     model.eval()
     assert not torch.allclose(model(x), before)
 
@@ -243,7 +233,7 @@ def test_rig_embedding_describes_rig() -> None:
         RigEmbedding(lidar="REAR")(TARGET)
 
 
-def test_film_identity_at_init_then_rig_dependent() -> None:
+def test_film_identity_at_init_then_rig_dependent(sgd_step) -> None:
     model = _model()
     x = _x(b=1)
     before = model(x)
@@ -261,7 +251,7 @@ def test_film_identity_at_init_then_rig_dependent() -> None:
     model.train()
     with film_condition(model, emb([SOURCE, TARGET])):
         model(torch.cat([x, x])).pow(2).mean().backward()
-    _sgd_step(model, lr)
+    sgd_step(model, lr)
     model.eval()
     with film_condition(model, emb(SOURCE)):
         out_source = model(x)

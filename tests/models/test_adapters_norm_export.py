@@ -32,16 +32,6 @@ from drivetl.models.adapters import (
 )
 
 
-def _sgd_step(model: nn.Module, lr: float) -> None:
-    """One plain gradient step on the trainable parameters (no torch.optim: its first use imports
-    the compiler stack, seconds of test time)."""
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad and p.grad is not None:
-                p -= lr * p.grad
-                p.grad = None
-
-
 def _net(seed: int = 0, width: int = 16) -> nn.Module:
     """A BEV-like backbone with three stages and a head; (B, 4, 8, 8) -> (B, 3, 4, 4)."""
     torch.manual_seed(seed)
@@ -179,13 +169,13 @@ def _adapt(model: nn.Module) -> RigEmbedding:
     return emb
 
 
-def _train_a_little(model: nn.Module, cond: torch.Tensor) -> None:
+def _train_a_little(model: nn.Module, cond: torch.Tensor, sgd_step) -> None:
     reestimate_batchnorm(model, _batches(2, 9, shift=1.0), lambda m, x: _run(m, x, cond))
     lr = 1e-2
     model.train()
     for x in _batches(2, 11, b=2):
         _run(model, x, cond).pow(2).mean().backward()
-        _sgd_step(model, lr)
+        sgd_step(model, lr)
     model.eval()
 
 
@@ -194,11 +184,11 @@ def _run(model: nn.Module, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return model(x)
 
 
-def test_export_import_round_trip(tmp_path) -> None:
+def test_export_import_round_trip(tmp_path, sgd_step) -> None:
     model = _net(width=32)
     emb = _adapt(model)
     cond = torch.randn(1, emb.dim)
-    _train_a_little(model, cond)
+    _train_a_little(model, cond, sgd_step)
     x = _batches(1, 13)[0]
     expected = _run(model, x, cond)
 
