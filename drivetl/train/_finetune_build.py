@@ -39,6 +39,7 @@ from drivetl.models.adapters import (
     set_domain,
 )
 from drivetl.models.checkpoint import LoadReport, load_pretrained, read_checkpoint
+from drivetl.train.pretrain import ARCH  # the architecture pretrain and fine-tune checkpoints record
 
 __all__ = [
     "ARCH",
@@ -54,8 +55,6 @@ __all__ = [
     "stage_names",
 ]
 
-#: the architecture name pretrain and fine-tune checkpoints record
-ARCH = "drivetl.models.BEVDetector"
 Method = Literal["lora", "bottleneck", "film", "norm", "domain_norm", "none"]
 METHODS: tuple[str, ...] = ("lora", "bottleneck", "film", "norm", "domain_norm", "none")
 #: domain names of `DomainBatchNorm` layers: the pretrained (source) domain first

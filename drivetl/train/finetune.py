@@ -28,7 +28,6 @@ from drivetl.data.collate import Batch
 from drivetl.errors import CheckpointError, ConfigError
 from drivetl.models.adapters import adapter_recipe, count_parameters, frozen_norms_eval, parameter_table
 from drivetl.models.adapters import reestimate_batchnorm as _reestimate
-from drivetl.models.checkpoint import checkpoint_metadata as base_metadata
 from drivetl.models.checkpoint import load_pretrained, plain_builtins, read_checkpoint
 from drivetl.train._finetune_build import (
     ARCH,
@@ -46,6 +45,7 @@ from drivetl.train._finetune_data import FinetuneDataModule
 from drivetl.train._finetune_select import ValidationScores, pseudo_label_batch
 from drivetl.train._optim import adamw_warmup_cosine
 from drivetl.train.losses import detection_loss
+from drivetl.train.pretrain import checkpoint_metadata as pretrain_metadata
 
 __all__ = [
     "AdaptedDetector",
@@ -328,35 +328,18 @@ class FinetuneModule(pl.LightningModule):
         """``checkpoint["drivetl"]``: the `drivetl.models.checkpoint` fields (so a fine-tune checkpoint
         can itself be loaded with `load_pretrained`), plus the adapter recipe and everything
         `load_finetuned` needs."""
-        geo = self.model.geometry
-        grid = self.model.lidar.grid
-        meta = base_metadata(
-            self.model,
-            arch=ARCH,
-            classes=list(self.model.classes),
-            grid={"voxel_size": list(grid.voxel_size), "point_range": list(grid.point_range)},
-            rig=None,
-            config=plain_builtins(dict(self.hparams)),
-            class_dims={"head.heatmap.1.*": 0},
+        seen = {
+            "columns": self.data_defaults.get("point_columns"),
+            "camera_names": self.data_defaults.get("camera_names"),
+            "image_size": self.data_defaults.get("image_size"),
+            "rigs": self.rig_vectors,
+        }
+        meta = pretrain_metadata(
+            self.model, dict(self.hparams), seen, task="finetune", detector_config=self.detector_config
         )
         count = count_parameters(self.model)
         meta.update(
             {
-                "task": "finetune",
-                "detector": self.detector_config,
-                "state_dict_prefix": "model.",
-                "bev": {
-                    "x_min": geo.x_min,
-                    "y_min": geo.y_min,
-                    "cell_x": geo.cell_x,
-                    "cell_y": geo.cell_y,
-                    "height": geo.height,
-                    "width": geo.width,
-                },
-                "point_columns": plain_builtins(self.data_defaults.get("point_columns")),
-                "camera_names": plain_builtins(self.data_defaults.get("camera_names")),
-                "image_size": plain_builtins(self.data_defaults.get("image_size")),
-                "rigs": sorted(self.rig_vectors),
                 "rig_vectors": {k: list(v) for k, v in self.rig_vectors.items()},
                 "adapters": {
                     "method": self.hparams.method,

@@ -168,9 +168,19 @@ class PretrainModule(pl.LightningModule):
                 self._seen[key] = meta[key]
 
 
-def checkpoint_metadata(detector: BEVDetector, hparams: Mapping[str, Any], seen: Mapping[str, Any]) -> dict:
+def checkpoint_metadata(
+    detector: BEVDetector,
+    hparams: Mapping[str, Any],
+    seen: Mapping[str, Any],
+    *,
+    task: str = "pretrain",
+    detector_config: Mapping[str, Any] | None = None,
+) -> dict:
     """The ``checkpoint["drivetl"]`` entry (plain builtins only): `drivetl.models.checkpoint`'s fields
-    (format, arch, arch_signature, classes, class_dims, grid, rig, config) plus what pretraining knows."""
+    (format, arch, arch_signature, classes, class_dims, grid, rig, config) plus what training knows:
+    task, detector config (``hparams["detector"]`` unless given), BEV geometry, the data's point
+    columns, cameras, image size and rigs (from `seen`), the canonical frame. Fine-tuning adds its
+    own fields on top."""
     grid = detector.lidar.grid
     geo = detector.geometry
     meta = base_metadata(
@@ -184,8 +194,8 @@ def checkpoint_metadata(detector: BEVDetector, hparams: Mapping[str, Any], seen:
     )
     meta.update(
         {
-            "task": "pretrain",
-            "detector": plain_builtins(hparams["detector"]),
+            "task": task,
+            "detector": plain_builtins(hparams["detector"] if detector_config is None else detector_config),
             "state_dict_prefix": "model.",
             "bev": {
                 "x_min": geo.x_min,
