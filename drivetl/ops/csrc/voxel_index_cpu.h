@@ -191,7 +191,7 @@ void count_runs(Frame<E>& fr, int64_t k, int64_t max_runs) {
   fr.kept = p;
 }
 
-inline void write_coords(int32_t* co, int64_t f, uint64_t lin, const Grid& g) {
+static inline void write_coords(int32_t* co, int64_t f, uint64_t lin, const Grid& g) {
   co[0] = static_cast<int32_t>(f);
   if (g.cells <= 0xFFFFFFFFull) {
     const uint32_t nx = static_cast<uint32_t>(g.nx), nxy = static_cast<uint32_t>(g.nx * g.ny);
@@ -215,6 +215,7 @@ inline void write_coords(int32_t* co, int64_t f, uint64_t lin, const Grid& g) {
 // strictly greater (the first maximum; a NaN is never taken after the first row).
 struct NoFold {
   static constexpr bool kGather = false;
+  static constexpr int kChannels = 0;
   NoFold(int64_t, int64_t) {}
   void step(const float*, bool, bool, float*) {}
   void finish(float*, int64_t) {}
@@ -225,6 +226,7 @@ struct NoFold {
 template <int R, int C>
 struct Fold {
   static constexpr bool kGather = true;
+  static constexpr int kChannels = C;
   int64_t c, cs;
   Fold(int64_t channels, int64_t col) : c(C > 0 ? C : channels), cs(C > 0 ? 1 : col) {}
   void step(const float* row, bool first, bool keep, float* out) const {
@@ -257,6 +259,7 @@ inline V4f select4(V4i mask, V4f a, V4f b) {
 template <int R>
 struct Fold<R, 4> {
   static constexpr bool kGather = true;
+  static constexpr int kChannels = 4;
   V4f acc = {0.0f, 0.0f, 0.0f, 0.0f};
   Fold(int64_t, int64_t) {}
   void step(const float* row, bool first, bool keep, float* out) {
@@ -291,24 +294,23 @@ struct WalkArgs {
 // and the reduced features; sets fr.voxels and fr.kept to what it wrote.
 // Branch-free per point (runs are short, about 2 points at 0.1 m, and irregular): the run starts
 // are recorded (slot cap + 1 absorbs the other writes) and the voxels written after.
-template <class E, class F>
+template <class E, class F, bool Capped>
 void walk_first(Frame<E>& fr, const WalkArgs& w, const Grid& g, const Caps& caps, const Out& o,
-                std::vector<int64_t>& starts) {
+                std::unique_ptr<int64_t[]>& starts, size_t& starts_cap) {
   // Everything in locals: the int64 outputs may alias the argument structs' fields, which would
   // otherwise be reloaded after every store.
   const auto* s = fr.s;
   const int64_t len = fr.len, cap = std::min(fr.voxels, len), vbase = w.vbase;
   const int64_t k = caps.k >= 0 ? caps.k : INT64_MAX;
   const float* pts = w.pts;
-  const int64_t rs = w.rs, c = w.c, f = w.f;
+  const int64_t rs = w.rs, c = F::kChannels > 0 ? F::kChannels : w.c, f = w.f;
   int32_t* const coords = o.coords + 4 * vbase;
   int32_t* const counts = o.counts + vbase;
   float* const feat = F::kGather ? o.feat + vbase * c : nullptr;
   int64_t* const order = o.order + w.pbase;
   int64_t* const p2v = o.p2v;
   const Grid grid = g;
-  starts.resize(cap + 2);
-  int64_t* const st = starts.data();
+  int64_t* const st = scratch(starts, starts_cap, static_cast<size_t>(cap + 2));
   F fold(c, w.cs);
   int64_t r = -1, pos = 0, wr = 0, i = 0;
   auto prev = len ? ~E::key(s[0]) : 0;  // differs from the first key: it starts a run
@@ -323,14 +325,22 @@ void walk_first(Frame<E>& fr, const WalkArgs& w, const Grid& g, const Caps& caps
     const int64_t same = cur == prev;
     prev = cur;
     r += 1 - same;
-    if (r == cap) break;  // max_voxels reached
-    pos = (pos + 1) & -same;  // position inside the run
-    st[same ? cap + 1 : r] = i;
-    const bool keep = pos < k;
-    if (keep) order[wr++] = pt;
-    p2v[pt] = keep ? vbase + r : -1;
-    if (F::kGather) fold.step(pts + pt * rs, !same, keep, feat + r * c);
+    if constexpr (Capped) {
+      if (r == cap) break;  // max_voxels reached
+      pos = (pos + 1) & -same;  // position inside the run
+      st[same ? cap + 1 : r] = i;
+      const bool keep = pos < k;
+      if (keep) order[wr++] = pt;
+      p2v[pt] = keep ? vbase + r : -1;
+      if (F::kGather) fold.step(pts + pt * rs, !same, keep, feat + r * c);
+    } else {  // every point kept: fewer live values, no spills
+      st[same ? cap + 1 : r] = i;
+      order[i] = pt;
+      p2v[pt] = vbase + r;
+      if (F::kGather) fold.step(pts + pt * rs, !same, true, feat + r * c);
+    }
   }
+  if constexpr (!Capped) wr = len;
   const int64_t nvox = std::min(r + 1, cap);
   st[nvox] = i;
   for (; i < len; ++i) p2v[E::index(s[i])] = -1;
@@ -392,8 +402,10 @@ void walk_hashed(Frame<E>& fr, const WalkArgs& w, const Grid& g, const Caps& cap
   fr.kept = wr - w.pbase;
 }
 
+// Grow-only scratch of the walks, kept per calling thread between calls.
 struct WalkScratch {
-  std::vector<int64_t> starts;
+  std::unique_ptr<int64_t[]> starts;
+  size_t starts_cap = 0;
   std::vector<std::pair<uint32_t, int64_t>> ranked;
 };
 
@@ -402,8 +414,10 @@ void walk_frame(Frame<E>& fr, const WalkArgs& w, const Grid& g, const Caps& caps
                 WalkScratch& ws) {
   if (caps.hashed && caps.k >= 0)
     walk_hashed<E, F>(fr, w, g, caps, o, ws.ranked);
+  else if (caps.k >= 0 || caps.max_voxels >= 0)
+    walk_first<E, F, true>(fr, w, g, caps, o, ws.starts, ws.starts_cap);
   else
-    walk_first<E, F>(fr, w, g, caps, o, ws.starts);
+    walk_first<E, F, false>(fr, w, g, caps, o, ws.starts, ws.starts_cap);
 }
 
 template <class E, int R>
@@ -499,7 +513,7 @@ IndexOutputs voxel_index_impl(const at::Tensor& points, const int64_t* off, int6
               feat.data_ptr<float>()};
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
-    WalkScratch ws;
+    thread_local WalkScratch ws;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t f = 0; f < nframes; ++f) {
       const WalkArgs w{pts, rs, cs, c, f, off[f], vbase[f], pbase[f]};
