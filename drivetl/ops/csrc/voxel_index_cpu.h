@@ -45,7 +45,7 @@ namespace drivetl_ops {
 
 constexpr int64_t kParallelMin = 32768;  // below this many points a fork/join costs more than it saves
 constexpr int64_t kKeyBlock = 512;       // key-pass block: keys are checked while still in L1
-constexpr int64_t kGatherAhead = 32;     // sorted elements whose rows are prefetched ahead of the walk
+constexpr int64_t kGatherAhead = 64;     // sorted elements whose rows are prefetched ahead of the walk
 
 using drivetl_common::bit_width;
 using drivetl_common::fmix32;
