@@ -455,12 +455,13 @@ IndexOutputs voxel_index_impl(const at::Tensor& points, const int64_t* off, int6
   const int64_t n = points.size(0), c = points.size(1);
   const float* pts = points.data_ptr<float>();
   const int64_t rs = points.stride(0), cs = points.stride(1);
-  thread_local std::unique_ptr<Elem[]> a_buf, b_buf;
-  thread_local std::unique_ptr<Key[]> k_buf;
-  thread_local size_t a_cap = 0, b_cap = 0, k_cap = 0;
-  Elem* a = scratch(a_buf, a_cap, n);
-  Elem* b = scratch(b_buf, b_cap, n);
-  Key* keys = scratch(k_buf, k_cap, n);
+  // The sorted frames, kept for the walk; the keys and the sort's other buffer are per thread,
+  // sized to one frame and reused frame after frame (cache-warm in a batch).
+  thread_local std::unique_ptr<Elem[]> res_buf;
+  thread_local size_t res_cap = 0;
+  Elem* const res = scratch(res_buf, res_cap, n);
+  int64_t max_len = 0;
+  for (int64_t f = 0; f < nframes; ++f) max_len = std::max(max_len, off[f + 1] - off[f]);
   const int bits = bit_width(g.cells - 1);
   const int nt = n >= kParallelMin && nframes >= 2 ? std::max(1, at::get_num_threads()) : 1;
   // One frame is walked into outputs sized by its valid points and trimmed after (no count).
@@ -474,6 +475,11 @@ IndexOutputs voxel_index_impl(const at::Tensor& points, const int64_t* off, int6
   {
     std::vector<uint32_t> hist, half;
     thread_local std::vector<uint32_t> copies;  // zero between uses (count_digits leaves it so)
+    thread_local std::unique_ptr<Elem[]> tmp_buf;
+    thread_local std::unique_ptr<Key[]> key_buf;
+    thread_local size_t tmp_cap = 0, key_cap = 0;
+    Elem* const tmp = scratch(tmp_buf, tmp_cap, max_len);
+    Key* const keys = scratch(key_buf, key_cap, max_len);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t f = 0; f < nframes; ++f) {
       const int64_t lo = off[f], hi = off[f + 1];
@@ -481,12 +487,18 @@ IndexOutputs voxel_index_impl(const at::Tensor& points, const int64_t* off, int6
       hist.resize(static_cast<size_t>(dg.passes) * dg.buckets);
       copies.resize(4 * static_cast<size_t>(dg.buckets));
       Frame<E>& fr = frames[f];
-      fr.len = key_pass<E>(pts, rs, cs, lo, hi, g, keys + lo, p2v_ptr, bad);
+      fr.len = key_pass<E>(pts, rs, cs, lo, hi, g, keys, p2v_ptr, bad);
       half.resize(dg.buckets);
-      const bool halves = count_digits<Key>(keys + lo, hi - lo, hi - lo - fr.len, dg, copies.data(), hist.data(),
+      const bool halves = count_digits<Key>(keys, hi - lo, hi - lo - fr.len, dg, copies.data(), hist.data(),
                                             half.data());
-      fr.s = sort_keys<E>(keys + lo, hi - lo, fr.len, lo, dg, hist.data(), halves ? half.data() : nullptr, a + lo,
-                          b + lo);
+      // The scatters alternate between the two buffers: the last one lands in res unless a
+      // pass was skipped (all keys sharing its digit), which costs a copy.
+      Elem* const out = res + lo;
+      const bool odd = dg.passes % 2 == 1;
+      const Elem* sorted = sort_keys<E>(keys, hi - lo, fr.len, lo, dg, hist.data(), halves ? half.data() : nullptr,
+                                        odd ? out : tmp, odd ? tmp : out);
+      if (sorted != out) std::copy(sorted, sorted + fr.len, out);
+      fr.s = out;
       if (single) {
         fr.voxels = caps.max_voxels >= 0 ? std::min(caps.max_voxels, fr.len) : fr.len;  // a cap for the walk
         fr.kept = fr.len;
