@@ -197,8 +197,9 @@ def test_reference_semantics_by_brute_force():
 
 @pytest.mark.parametrize("frames", [1, 2])
 def test_threads_match_reference(backends, frames):
-    """One large frame (split into key ranges across threads) or a batch (frames across threads):
-    1 and 2 threads both give the reference's bits, caps included."""
+    """One large frame (one thread whatever the setting) or a batch large enough for threads
+    (2 threads: frames sorted and counted in parallel, then walked; 1 thread: frames in order
+    into trimmed upper-bound outputs): both give the reference's bits, caps included."""
     points, offsets = waymo_like_batch(frames, n=36_000 // frames, seed=9)
     grid = VoxelGrid((0.2, 0.2, 0.2), (-40.0, -40.0, -2.0, 40.0, 40.0, 4.0))
     before = torch.get_num_threads()

@@ -445,101 +445,137 @@ void walk_frame_reduce(Frame<E>& fr, const WalkArgs& w, const Grid& g, const Cap
 
 using IndexOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
+// Per-thread buffers of sort_frame, sized to one frame and reused frame after frame and call
+// after call.
+template <class E>
+struct SortScratch {
+  std::vector<uint32_t> hist, half;
+  std::vector<uint32_t> copies;  // zero between uses (count_digits leaves it so)
+  std::unique_ptr<typename E::Elem[]> tmp;
+  std::unique_ptr<typename E::Key[]> keys;
+  size_t tmp_cap = 0, keys_cap = 0;
+};
+
+// Keys, digit counts and sort of frame [lo, hi) (its elements land in out, which holds hi - lo);
+// sets p2v to -1 for its points outside the grid and `bad` when a coordinate is not finite.
+template <class E>
+Frame<E> sort_frame(const float* pts, int64_t rs, int64_t cs, int64_t lo, int64_t hi, const Grid& g, int bits,
+                    int64_t* p2v, bool& bad, typename E::Elem* out, SortScratch<E>& ss) {
+  using Elem = typename E::Elem;
+  const int64_t len = hi - lo;
+  const Digits dg(bits, len);
+  ss.hist.resize(static_cast<size_t>(dg.passes) * dg.buckets);
+  ss.half.resize(dg.buckets);
+  ss.copies.resize(4 * static_cast<size_t>(dg.buckets));
+  Elem* const tmp = scratch(ss.tmp, ss.tmp_cap, len);
+  typename E::Key* const keys = scratch(ss.keys, ss.keys_cap, len);
+  Frame<E> fr;
+  fr.len = key_pass<E>(pts, rs, cs, lo, hi, g, keys, p2v, bad);
+  const bool halves = count_digits(keys, len, len - fr.len, dg, ss.copies.data(), ss.hist.data(), ss.half.data());
+  // The scatters alternate between the two buffers: the last one lands in out unless a pass was
+  // skipped (all keys sharing its digit), which costs a copy.
+  const bool odd = dg.passes % 2 == 1;
+  const Elem* sorted = sort_keys<E>(keys, len, fr.len, lo, dg, ss.hist.data(), halves ? ss.half.data() : nullptr,
+                                    odd ? out : tmp, odd ? tmp : out);
+  if (sorted != out) std::copy(sorted, sorted + fr.len, out);
+  fr.s = out;
+  return fr;
+}
+
 // coords, counts, point_to_voxel, voxel_offsets, point_order and features ((M, C) float32 when
 // reduce >= 0, else empty) of a float32 batch; offsets off[0..nframes] already checked.
+//
+// One thread (one frame, or a batch on one thread): frames in order, each sorted and walked while
+// its points and elements are still in cache, into outputs sized by the points (an upper bound:
+// a voxel holds at least one) at the running voxel and point counts, trimmed at the end.
+// Several threads: frames in parallel in two loops, sort + count the runs, then walk into the
+// slices the counts give.
 template <class E>
 IndexOutputs voxel_index_impl(const at::Tensor& points, const int64_t* off, int64_t nframes, const Grid& g,
                               const Caps& caps, int64_t reduce) {
   using Elem = typename E::Elem;
-  using Key = typename E::Key;
   const int64_t n = points.size(0), c = points.size(1);
   const float* pts = points.data_ptr<float>();
   const int64_t rs = points.stride(0), cs = points.stride(1);
-  // The sorted frames, kept for the walk; the keys and the sort's other buffer are per thread,
-  // sized to one frame and reused frame after frame (cache-warm in a batch).
-  thread_local std::unique_ptr<Elem[]> res_buf;
-  thread_local size_t res_cap = 0;
-  Elem* const res = scratch(res_buf, res_cap, n);
   int64_t max_len = 0;
   for (int64_t f = 0; f < nframes; ++f) max_len = std::max(max_len, off[f + 1] - off[f]);
   const int bits = bit_width(g.cells - 1);
   const int nt = n >= kParallelMin && nframes >= 2 ? std::max(1, at::get_num_threads()) : 1;
-  // One frame is walked into outputs sized by its valid points and trimmed after (no count).
-  const bool single = nframes == 1;
   const auto lopt = points.options().dtype(at::kLong);
   at::Tensor p2v = at::empty({n}, lopt);
   int64_t* const p2v_ptr = p2v.data_ptr<int64_t>();
-  std::vector<Frame<E>> frames(nframes);
-  bool bad = false;
-#pragma omp parallel num_threads(nt) if (nt > 1) reduction(|| : bad)
-  {
-    std::vector<uint32_t> hist, half;
-    thread_local std::vector<uint32_t> copies;  // zero between uses (count_digits leaves it so)
-    thread_local std::unique_ptr<Elem[]> tmp_buf;
-    thread_local std::unique_ptr<Key[]> key_buf;
-    thread_local size_t tmp_cap = 0, key_cap = 0;
-    Elem* const tmp = scratch(tmp_buf, tmp_cap, max_len);
-    Key* const keys = scratch(key_buf, key_cap, max_len);
-#pragma omp for schedule(dynamic, 1)
+  std::vector<int64_t> vbase(nframes + 1, 0), pbase(nframes + 1, 0);
+  auto make_outputs = [&](int64_t m, int64_t np) {
+    return std::make_tuple(at::empty({m, 4}, points.options().dtype(at::kInt)),
+                           at::empty({m}, points.options().dtype(at::kInt)), at::empty({np}, lopt),
+                           reduce >= 0 ? at::empty({m, c}, points.options()) : at::empty({0}, points.options()));
+  };
+  auto out_ptrs = [&](const at::Tensor& coords, const at::Tensor& counts, const at::Tensor& order,
+                      const at::Tensor& feat) {
+    return Out{coords.data_ptr<int32_t>(), counts.data_ptr<int32_t>(), p2v_ptr, order.data_ptr<int64_t>(),
+               feat.data_ptr<float>()};
+  };
+  const char* const non_finite = "voxel_index: non-finite point coordinates (NaN or inf in x, y or z)";
+  at::Tensor coords, counts, order, feat;
+  if (nt == 1) {
+    thread_local SortScratch<E> ss;
+    thread_local WalkScratch ws;
+    thread_local std::unique_ptr<Elem[]> res_buf;
+    thread_local size_t res_cap = 0;
+    Elem* const res = scratch(res_buf, res_cap, max_len);
+    std::tie(coords, counts, order, feat) = make_outputs(n, n);
+    const Out o = out_ptrs(coords, counts, order, feat);
     for (int64_t f = 0; f < nframes; ++f) {
-      const int64_t lo = off[f], hi = off[f + 1];
-      const Digits dg(bits, hi - lo);
-      hist.resize(static_cast<size_t>(dg.passes) * dg.buckets);
-      copies.resize(4 * static_cast<size_t>(dg.buckets));
-      Frame<E>& fr = frames[f];
-      fr.len = key_pass<E>(pts, rs, cs, lo, hi, g, keys, p2v_ptr, bad);
-      half.resize(dg.buckets);
-      const bool halves = count_digits<Key>(keys, hi - lo, hi - lo - fr.len, dg, copies.data(), hist.data(),
-                                            half.data());
-      // The scatters alternate between the two buffers: the last one lands in res unless a
-      // pass was skipped (all keys sharing its digit), which costs a copy.
-      Elem* const out = res + lo;
-      const bool odd = dg.passes % 2 == 1;
-      const Elem* sorted = sort_keys<E>(keys, hi - lo, fr.len, lo, dg, hist.data(), halves ? half.data() : nullptr,
-                                        odd ? out : tmp, odd ? tmp : out);
-      if (sorted != out) std::copy(sorted, sorted + fr.len, out);
-      fr.s = out;
-      if (single) {
-        fr.voxels = caps.max_voxels >= 0 ? std::min(caps.max_voxels, fr.len) : fr.len;  // a cap for the walk
-        fr.kept = fr.len;
-      } else {
+      bool bad = false;
+      Frame<E> fr = sort_frame<E>(pts, rs, cs, off[f], off[f + 1], g, bits, p2v_ptr, bad, res, ss);
+      TORCH_CHECK(!bad, non_finite);
+      fr.voxels = caps.max_voxels >= 0 ? std::min(caps.max_voxels, fr.len) : fr.len;  // a cap for the walk
+      const WalkArgs w{pts, rs, cs, c, f, off[f], vbase[f], pbase[f]};
+      walk_frame_reduce<E>(fr, w, g, caps, o, reduce, ws);
+      vbase[f + 1] = vbase[f] + fr.voxels;
+      pbase[f + 1] = pbase[f] + fr.kept;
+    }
+    const int64_t m = vbase[nframes];
+    coords.resize_({m, 4});
+    counts.resize_({m});
+    order.resize_({pbase[nframes]});
+    if (reduce >= 0) feat.resize_({m, c});
+  } else {
+    // The sorted frames, kept from the first loop for the second.
+    thread_local std::unique_ptr<Elem[]> res_buf;
+    thread_local size_t res_cap = 0;
+    Elem* const res = scratch(res_buf, res_cap, n);
+    std::vector<Frame<E>> frames(nframes);
+    bool bad = false;
+#pragma omp parallel num_threads(nt) reduction(|| : bad)
+    {
+      thread_local SortScratch<E> ss;
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t f = 0; f < nframes; ++f) {
+        Frame<E>& fr = frames[f];
+        fr = sort_frame<E>(pts, rs, cs, off[f], off[f + 1], g, bits, p2v_ptr, bad, res + off[f], ss);
         count_runs(fr, caps.k, -1);
         if (caps.max_voxels >= 0 && fr.voxels > caps.max_voxels) count_runs(fr, caps.k, caps.max_voxels);
       }
     }
-  }
-  TORCH_CHECK(!bad, "voxel_index: non-finite point coordinates (NaN or inf in x, y or z)");
-
-  std::vector<int64_t> vbase(nframes + 1, 0), pbase(nframes + 1, 0);
-  for (int64_t f = 0; f < nframes; ++f) {
-    vbase[f + 1] = vbase[f] + frames[f].voxels;
-    pbase[f + 1] = pbase[f] + frames[f].kept;
-  }
-  const int64_t m = vbase[nframes], np = pbase[nframes];
-  at::Tensor coords = at::empty({m, 4}, points.options().dtype(at::kInt));
-  at::Tensor counts = at::empty({m}, points.options().dtype(at::kInt));
-  at::Tensor voff = at::empty({nframes + 1}, lopt);
-  at::Tensor order = at::empty({np}, lopt);
-  at::Tensor feat = reduce >= 0 ? at::empty({m, c}, points.options()) : at::empty({0}, points.options());
-  const Out o{coords.data_ptr<int32_t>(), counts.data_ptr<int32_t>(), p2v_ptr, order.data_ptr<int64_t>(),
-              feat.data_ptr<float>()};
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-    thread_local WalkScratch ws;
-#pragma omp for schedule(dynamic, 1)
+    TORCH_CHECK(!bad, non_finite);
     for (int64_t f = 0; f < nframes; ++f) {
-      const WalkArgs w{pts, rs, cs, c, f, off[f], vbase[f], pbase[f]};
-      walk_frame_reduce<E>(frames[f], w, g, caps, o, reduce, ws);
+      vbase[f + 1] = vbase[f] + frames[f].voxels;
+      pbase[f + 1] = pbase[f] + frames[f].kept;
+    }
+    std::tie(coords, counts, order, feat) = make_outputs(vbase[nframes], pbase[nframes]);
+    const Out o = out_ptrs(coords, counts, order, feat);
+#pragma omp parallel num_threads(nt)
+    {
+      thread_local WalkScratch ws;
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t f = 0; f < nframes; ++f) {
+        const WalkArgs w{pts, rs, cs, c, f, off[f], vbase[f], pbase[f]};
+        walk_frame_reduce<E>(frames[f], w, g, caps, o, reduce, ws);
+      }
     }
   }
-  if (single) {  // the walk counted what the upper bounds above reserved
-    const int64_t m1 = frames[0].voxels, np1 = frames[0].kept;
-    vbase[1] = m1;
-    coords.resize_({m1, 4});
-    counts.resize_({m1});
-    order.resize_({np1});
-    if (reduce >= 0) feat.resize_({m1, c});
-  }
+  at::Tensor voff = at::empty({nframes + 1}, lopt);
   std::copy(vbase.begin(), vbase.end(), voff.data_ptr<int64_t>());
   return {coords, counts, p2v, voff, order, feat};
 }
