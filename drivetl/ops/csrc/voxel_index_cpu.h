@@ -191,7 +191,8 @@ void count_runs(Frame<E>& fr, int64_t k, int64_t max_runs) {
   fr.kept = p;
 }
 
-static inline void write_coords(int32_t* co, int64_t f, uint64_t lin, const Grid& g) {
+// Writes (frame, z, y, x) of linear cell index `lin`.
+__attribute__((always_inline)) inline void write_coords(int32_t* co, int64_t f, uint64_t lin, const Grid& g) {
   co[0] = static_cast<int32_t>(f);
   if (g.cells <= 0xFFFFFFFFull) {
     const uint32_t nx = static_cast<uint32_t>(g.nx), nxy = static_cast<uint32_t>(g.nx * g.ny);
