@@ -9,18 +9,21 @@
 //    Waymo's 0.1 m grid: 2 passes of 14 bits; 18 for 0.32 m pillars: 2 passes of 9). Its first
 //    scatter builds the (key, point) elements from the key array. Runs of equal keys are the
 //    voxels, input order kept inside each.
-// 3. Count (batches only): one branch-free read of the sorted elements sizes each frame's
-//    outputs, since the frames are walked in parallel into their own slices. A single frame is
-//    walked into outputs sized by its valid points, trimmed after.
-// 4. Walk: one branch-free read of the sorted elements writes the point order and point ->
+// 3. Walk: one branch-free read of the sorted elements writes the point order and point ->
 //    voxel, and reduces each voxel's kept points while their rows are gathered (prefetched
 //    ahead): sequentially, in input order, as the reference does, so the features are
 //    bit-identical to segment_reduce over the same grouping; then coordinates (multiply-based
 //    division: a hardware divide per voxel would cost more than the sort) and counts per voxel.
-// Threads: a batch gives whole frames to threads (two parallel loops: keys + sort + count, then
-// walk). One frame runs on one thread: splitting a 180k-point frame measured no faster on two
-// cores, the key pass and the scatters being bound by memory. Scratch memory is kept per calling
-// thread between calls.
+//    (Folding the rows in a separate pass in point order, reading them sequentially, measured
+//    slower: the voxel rows are then updated in random order.)
+// Threads: on one thread (one frame, or a batch without threads), frames are sorted and walked
+// one after the other while each frame's data is in cache, into outputs sized by the points and
+// trimmed after. With threads, a batch gives whole frames to threads in two parallel loops: keys
+// + sort + a branch-free count of each frame's voxels and kept points (sizes the outputs), then
+// the walks into each frame's slices. One frame runs on one thread: splitting a 180k-point frame
+// measured no faster on two cores, the key pass and the scatters being bound by memory. Scratch
+// memory is kept per thread between calls, sized to one frame (the sorted frames of a threaded
+// batch: to the batch).
 #pragma once
 
 #include <ATen/Parallel.h>
