@@ -31,10 +31,6 @@ class Voxels:
         voxels: (M, K, C) points of each voxel in input order, zero-padded (hard voxelization), or None.
             Built on first access (a property), from the points given to `voxelize`: callers that
             never read it (e.g. a pillar net that reduces with `scatter_reduce`) never pay for it.
-
-    The CPU kernel writes coords, counts, point_order and features into buffers sized for every
-    point (a voxel holds at least one) and trims them in place, so their storage can be larger than
-    their rows (as a slice's is); ``.clone()`` one before `torch.save` to store only its rows.
     """
 
     coords: torch.Tensor

@@ -303,3 +303,28 @@ def test_grid_with_more_than_2_to_32_cells(backends):
     for cfg in (dict(reduce="mean"), hard):
         ref = check_all(points, offsets, grid, backends, **cfg)
         assert ref.coords[:, 1:].max() > 2000
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("frames", [1, 3])
+def test_outputs_own_storage_of_their_size(backends, threads, frames):
+    """The CPU kernel sizes its work buffers by upper bounds (every point its own voxel); what it
+    returns must not keep those bounds' storage (it would travel with every pickle, `torch.save`
+    or DataLoader worker hand-over)."""
+    points, offsets = waymo_like_batch(frames, n=36_000, seed=4)
+    grid = VoxelGrid((0.4, 0.4, 0.5), (-40.0, -40.0, -2.0, 40.0, 40.0, 4.0))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        for cfg in (dict(reduce="mean"), dict(reduce=None, padded=False), dict(reduce="max", max_voxels=500),
+                    dict(reduce="sum", max_points_per_voxel=1)):
+            out = voxelize(points, offsets, grid, backend="cpu", **cfg)
+            ref = voxelize(points, offsets, grid, backend="torch", **cfg)
+            assert_same(ref, out)
+            assert out.coords.shape[0] < points.shape[0] // 2  # the bound is far from the voxel count
+            for name in ("coords", "counts", "features", "point_order"):
+                t = getattr(out, name)
+                if t is not None:
+                    assert t.untyped_storage().nbytes() <= 1.25 * t.nbytes + 64, (name, cfg)
+    finally:
+        torch.set_num_threads(before)

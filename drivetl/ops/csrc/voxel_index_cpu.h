@@ -35,6 +35,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <tuple>
 #include <type_traits>
@@ -79,15 +80,19 @@ struct Caps {
 };
 
 // reduce: -1 none (index only), 0 sum, 1 mean, 2 max (the codes of _torch_impl.REDUCE_CODES).
+struct LateVoxels;
+
 struct Out {
   int32_t* coords;
   int32_t* counts;
   int64_t* p2v;
   int64_t* order;
   float* feat;  // (M, C) when reducing
+  LateVoxels* late = nullptr;  // set: coords, counts and feat are allocated once M is known
 };
 
-// Grow-only scratch memory of the calling thread, reused across calls (no page faults per call).
+// Scratch memory of one thread (the caller's or an OpenMP worker's), reused across frames and
+// calls (no page faults per call): grows as needed, and gives back a buffer far larger than asked.
 template <class T>
 T* scratch(std::unique_ptr<T[]>& buf, size_t& cap, size_t n) {
   if (n > cap || cap > 4 * n + (size_t(1) << 22)) {  // grow, or give back a much larger buffer
@@ -222,7 +227,7 @@ struct NoFold {
   static constexpr int kChannels = 0;
   NoFold(int64_t, int64_t) {}
   void step(const float*, bool, bool, float*) {}
-  void finish(float*, int64_t) {}
+  void finish(const float*, float*, int64_t) {}
 };
 
 // C channels (C > 0: compile-time, contiguous; C == 0: c channels of stride cs), the running
@@ -242,11 +247,11 @@ struct Fold {
       out[j] = keep ? (first ? init : folded) : a;
     }
   }
-  void finish(float* out, int64_t n) const {
-    if (R != 1) return;
+  // The voxel's value from its running value (src and dst may be the same row).
+  void finish(const float* src, float* dst, int64_t n) const {
     const float cnt = static_cast<float>(n);
     const int64_t nc = C > 0 ? C : c;
-    for (int64_t j = 0; j < nc; ++j) out[j] = out[j] / cnt;
+    for (int64_t j = 0; j < nc; ++j) dst[j] = R == 1 ? src[j] / cnt : src[j];
   }
 };
 
@@ -276,13 +281,12 @@ struct Fold<R, 4> {
     acc = select4(V4i{k, k, k, k}, select4(V4i{f, f, f, f}, init, folded), acc);
     std::memcpy(out, &acc, sizeof acc);
   }
-  void finish(float* out, int64_t n) const {
-    if (R != 1) return;
+  void finish(const float* src, float* dst, int64_t n) const {
     const float cnt = static_cast<float>(n);
     V4f a;
-    std::memcpy(&a, out, sizeof a);
-    a = a / V4f{cnt, cnt, cnt, cnt};
-    std::memcpy(out, &a, sizeof a);
+    std::memcpy(&a, src, sizeof a);
+    if (R == 1) a = a / V4f{cnt, cnt, cnt, cnt};
+    std::memcpy(dst, &a, sizeof a);
   }
 };
 #endif
@@ -293,14 +297,44 @@ struct WalkArgs {
   int64_t f, frame_start, vbase, pbase;
 };
 
+// Scratch of the walks, kept per thread between calls.
+struct WalkScratch {
+  std::unique_ptr<int64_t[]> starts;
+  size_t starts_cap = 0;
+  std::unique_ptr<float[]> stage;  // running values of a late-allocated walk
+  size_t stage_cap = 0;
+  std::vector<std::pair<uint32_t, int64_t>> ranked;
+};
+
+// The voxel outputs of a one-frame call, allocated by the walk once it knows their number.
+struct LateVoxels {
+  at::TensorOptions opt;
+  int64_t c;
+  bool reduce;
+  Out out;
+  at::Tensor coords, counts, feat;
+  Out allocate(int64_t m) {
+    coords = at::empty({m, 4}, opt.dtype(at::kInt));
+    counts = at::empty({m}, opt.dtype(at::kInt));
+    feat = reduce ? at::empty({m, c}, opt.dtype(at::kFloat)) : at::empty({0}, opt.dtype(at::kFloat));
+    Out o = out;
+    o.coords = coords.data_ptr<int32_t>();
+    o.counts = counts.data_ptr<int32_t>();
+    o.feat = feat.data_ptr<float>();
+    o.late = nullptr;
+    return o;
+  }
+};
+
 // Walks a sorted frame keeping the first K points of each voxel (all without a cap) in its
 // first fr.voxels voxels: writes coords, counts, point order, point -> voxel (-1 when dropped)
 // and the reduced features; sets fr.voxels and fr.kept to what it wrote.
 // Branch-free per point (runs are short, about 2 points at 0.1 m, and irregular): the run starts
-// are recorded (slot cap + 1 absorbs the other writes) and the voxels written after.
+// are recorded (slot cap + 1 absorbs the other writes) and the voxels written after. With
+// o.late, the rows are folded in the thread's staging buffer and the voxel outputs allocated to
+// their exact size once the main loop has counted them.
 template <class E, class F, bool Capped>
-void walk_first(Frame<E>& fr, const WalkArgs& w, const Grid& g, const Caps& caps, const Out& o,
-                std::unique_ptr<int64_t[]>& starts, size_t& starts_cap) {
+void walk_first(Frame<E>& fr, const WalkArgs& w, const Grid& g, const Caps& caps, const Out& o, WalkScratch& ws) {
   // Everything in locals: the int64 outputs may alias the argument structs' fields, which would
   // otherwise be reloaded after every store.
   const auto* s = fr.s;
@@ -308,13 +342,13 @@ void walk_first(Frame<E>& fr, const WalkArgs& w, const Grid& g, const Caps& caps
   const int64_t k = caps.k >= 0 ? caps.k : INT64_MAX;
   const float* pts = w.pts;
   const int64_t rs = w.rs, c = F::kChannels > 0 ? F::kChannels : w.c, f = w.f;
-  int32_t* const coords = o.coords + 4 * vbase;
-  int32_t* const counts = o.counts + vbase;
-  float* const feat = F::kGather ? o.feat + vbase * c : nullptr;
+  float* const feat = !F::kGather ? nullptr
+                     : o.late   ? scratch(ws.stage, ws.stage_cap, static_cast<size_t>(cap * c))
+                                : o.feat + vbase * c;
   int64_t* const order = o.order + w.pbase;
   int64_t* const p2v = o.p2v;
   const Grid grid = g;
-  int64_t* const st = scratch(starts, starts_cap, static_cast<size_t>(cap + 2));
+  int64_t* const st = scratch(ws.starts, ws.starts_cap, static_cast<size_t>(cap + 2));
   F fold(c, w.cs);
   int64_t r = -1, pos = 0, wr = 0, i = 0;
   auto prev = len ? ~E::key(s[0]) : 0;  // differs from the first key: it starts a run
@@ -350,11 +384,15 @@ void walk_first(Frame<E>& fr, const WalkArgs& w, const Grid& g, const Caps& caps
   for (; i < len; ++i) p2v[E::index(s[i])] = -1;
   fr.voxels = nvox;
   fr.kept = wr;
+  const Out v = o.late ? o.late->allocate(nvox) : o;
+  int32_t* const coords = v.coords + 4 * vbase;
+  int32_t* const counts = v.counts + vbase;
+  float* const out = F::kGather ? v.feat + vbase * c : nullptr;
   for (int64_t j = 0; j < nvox; ++j) {
     const int64_t n = std::min(st[j + 1] - st[j], k);
     write_coords(coords + 4 * j, f, E::key(s[st[j]]), grid);
     counts[j] = static_cast<int32_t>(n);
-    if (F::kGather) fold.finish(feat + j * c, n);
+    if (F::kGather) fold.finish(feat + j * c, out + j * c, n);
   }
 }
 
@@ -398,7 +436,7 @@ void walk_hashed(Frame<E>& fr, const WalkArgs& w, const Grid& g, const Caps& cap
         o.p2v[pt] = -1;
       }
     }
-    if (F::kGather) fold.finish(out, keep);
+    if (F::kGather) fold.finish(out, out, keep);
     i = e;
   }
   for (; i < len; ++i) o.p2v[E::index(s[i])] = -1;
@@ -406,22 +444,15 @@ void walk_hashed(Frame<E>& fr, const WalkArgs& w, const Grid& g, const Caps& cap
   fr.kept = wr - w.pbase;
 }
 
-// Grow-only scratch of the walks, kept per calling thread between calls.
-struct WalkScratch {
-  std::unique_ptr<int64_t[]> starts;
-  size_t starts_cap = 0;
-  std::vector<std::pair<uint32_t, int64_t>> ranked;
-};
-
 template <class E, class F>
 void walk_frame(Frame<E>& fr, const WalkArgs& w, const Grid& g, const Caps& caps, const Out& o,
                 WalkScratch& ws) {
   if (caps.hashed && caps.k >= 0)
     walk_hashed<E, F>(fr, w, g, caps, o, ws.ranked);
   else if (caps.k >= 0 || caps.max_voxels >= 0)
-    walk_first<E, F, true>(fr, w, g, caps, o, ws.starts, ws.starts_cap);
+    walk_first<E, F, true>(fr, w, g, caps, o, ws);
   else
-    walk_first<E, F, false>(fr, w, g, caps, o, ws.starts, ws.starts_cap);
+    walk_first<E, F, false>(fr, w, g, caps, o, ws);
 }
 
 template <class E, int R>
@@ -445,6 +476,17 @@ void walk_frame_reduce(Frame<E>& fr, const WalkArgs& w, const Grid& g, const Cap
     default:
       return walk_frame<E, NoFold>(fr, w, g, caps, o, ws);
   }
+}
+
+// The first `rows` rows of t: in place when they fill most of it, else copied to a tensor of
+// their own size.
+inline at::Tensor trimmed(at::Tensor t, int64_t rows) {
+  if (rows * 5 >= t.size(0) * 4) {
+    std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end());
+    shape[0] = rows;
+    return t.resize_(shape);
+  }
+  return t.narrow(0, 0, rows).clone();
 }
 
 using IndexOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
@@ -489,11 +531,15 @@ Frame<E> sort_frame(const float* pts, int64_t rs, int64_t cs, int64_t lo, int64_
 // coords, counts, point_to_voxel, voxel_offsets, point_order and features ((M, C) float32 when
 // reduce >= 0, else empty) of a float32 batch; offsets off[0..nframes] already checked.
 //
-// One thread (one frame, or a batch on one thread): frames in order, each sorted and walked while
-// its points and elements are still in cache, into outputs sized by the points (an upper bound:
-// a voxel holds at least one) at the running voxel and point counts, trimmed at the end.
+// One thread (one frame, a batch under kParallelMin points, or a batch on one thread): frames in
+// order, each sorted and walked while its points and elements are still in cache, into outputs
+// sized by upper bounds (a voxel holds at least one point; max_voxels per frame) at the running
+// voxel and point counts; then each output is trimmed, copied to its exact size when the bound
+// was much larger (a tensor that keeps a larger storage costs memory wherever it is shared or
+// pickled).
 // Several threads: frames in parallel in two loops, sort + count the runs, then walk into the
-// slices the counts give.
+// exact slices the counts give. Errors (a failed allocation) are carried out of the parallel
+// region and rethrown.
 template <class E>
 IndexOutputs voxel_index_impl(const at::Tensor& points, const int64_t* off, int64_t nframes, const Grid& g,
                               const Caps& caps, int64_t reduce) {
@@ -527,8 +573,26 @@ IndexOutputs voxel_index_impl(const at::Tensor& points, const int64_t* off, int6
     thread_local std::unique_ptr<Elem[]> res_buf;
     thread_local size_t res_cap = 0;
     Elem* const res = scratch(res_buf, res_cap, max_len);
-    std::tie(coords, counts, order, feat) = make_outputs(n, n);
-    const Out o = out_ptrs(coords, counts, order, feat);
+    // One frame, first K: the walk allocates the voxel outputs once it has counted them.
+    // Otherwise: upper bounds (a voxel holds at least one point; max_voxels per frame).
+    const bool late = nframes == 1 && !(caps.hashed && caps.k >= 0);
+    int64_t vbound = 0;
+    for (int64_t f = 0; f < nframes && !late; ++f)
+      vbound += caps.max_voxels >= 0 ? std::min(caps.max_voxels, off[f + 1] - off[f]) : off[f + 1] - off[f];
+    // Several frames: the voxel outputs are staged in the thread's buffers (reused across calls,
+    // so warm) and copied to tensors of their exact size at the end.
+    thread_local std::unique_ptr<int32_t[]> stage_coords, stage_counts;
+    thread_local std::unique_ptr<float[]> stage_feat;
+    thread_local size_t coords_cap = 0, counts_cap = 0, feat_cap = 0;
+    order = at::empty({n}, lopt);
+    Out o{nullptr, nullptr, p2v_ptr, order.data_ptr<int64_t>(), nullptr};
+    if (!late) {
+      o.coords = scratch(stage_coords, coords_cap, static_cast<size_t>(4 * vbound));
+      o.counts = scratch(stage_counts, counts_cap, static_cast<size_t>(vbound));
+      if (reduce >= 0) o.feat = scratch(stage_feat, feat_cap, static_cast<size_t>(vbound * c));
+    }
+    LateVoxels lv{points.options(), c, reduce >= 0, o};
+    if (late) o.late = &lv;
     for (int64_t f = 0; f < nframes; ++f) {
       bool bad = false;
       Frame<E> fr = sort_frame<E>(pts, rs, cs, off[f], off[f + 1], g, bits, p2v_ptr, bad, res, ss);
@@ -540,10 +604,17 @@ IndexOutputs voxel_index_impl(const at::Tensor& points, const int64_t* off, int6
       pbase[f + 1] = pbase[f] + fr.kept;
     }
     const int64_t m = vbase[nframes];
-    coords.resize_({m, 4});
-    counts.resize_({m});
-    order.resize_({pbase[nframes]});
-    if (reduce >= 0) feat.resize_({m, c});
+    if (late) {
+      coords = lv.coords;
+      counts = lv.counts;
+      feat = lv.feat;
+    } else {
+      std::tie(coords, counts, std::ignore, feat) = make_outputs(m, 0);
+      std::copy(o.coords, o.coords + 4 * m, coords.data_ptr<int32_t>());
+      std::copy(o.counts, o.counts + m, counts.data_ptr<int32_t>());
+      if (reduce >= 0) std::copy(o.feat, o.feat + m * c, feat.data_ptr<float>());
+    }
+    order = trimmed(order, pbase[nframes]);
   } else {
     // The sorted frames, kept from the first loop for the second.
     thread_local std::unique_ptr<Elem[]> res_buf;
@@ -551,17 +622,24 @@ IndexOutputs voxel_index_impl(const at::Tensor& points, const int64_t* off, int6
     Elem* const res = scratch(res_buf, res_cap, n);
     std::vector<Frame<E>> frames(nframes);
     bool bad = false;
+    std::exception_ptr error;  // an exception may not leave an OpenMP region
 #pragma omp parallel num_threads(nt) reduction(|| : bad)
     {
       thread_local SortScratch<E> ss;
 #pragma omp for schedule(dynamic, 1)
       for (int64_t f = 0; f < nframes; ++f) {
-        Frame<E>& fr = frames[f];
-        fr = sort_frame<E>(pts, rs, cs, off[f], off[f + 1], g, bits, p2v_ptr, bad, res + off[f], ss);
-        count_runs(fr, caps.k, -1);
-        if (caps.max_voxels >= 0 && fr.voxels > caps.max_voxels) count_runs(fr, caps.k, caps.max_voxels);
+        try {
+          Frame<E>& fr = frames[f];
+          fr = sort_frame<E>(pts, rs, cs, off[f], off[f + 1], g, bits, p2v_ptr, bad, res + off[f], ss);
+          count_runs(fr, caps.k, -1);
+          if (caps.max_voxels >= 0 && fr.voxels > caps.max_voxels) count_runs(fr, caps.k, caps.max_voxels);
+        } catch (...) {
+#pragma omp critical(drivetl_voxel_index_error)
+          if (!error) error = std::current_exception();
+        }
       }
     }
+    if (error) std::rethrow_exception(error);
     TORCH_CHECK(!bad, non_finite);
     for (int64_t f = 0; f < nframes; ++f) {
       vbase[f + 1] = vbase[f] + frames[f].voxels;
@@ -574,10 +652,16 @@ IndexOutputs voxel_index_impl(const at::Tensor& points, const int64_t* off, int6
       thread_local WalkScratch ws;
 #pragma omp for schedule(dynamic, 1)
       for (int64_t f = 0; f < nframes; ++f) {
-        const WalkArgs w{pts, rs, cs, c, f, off[f], vbase[f], pbase[f]};
-        walk_frame_reduce<E>(frames[f], w, g, caps, o, reduce, ws);
+        try {
+          const WalkArgs w{pts, rs, cs, c, f, off[f], vbase[f], pbase[f]};
+          walk_frame_reduce<E>(frames[f], w, g, caps, o, reduce, ws);
+        } catch (...) {  // the walk's scratch may fail to grow
+#pragma omp critical(drivetl_voxel_index_error)
+          if (!error) error = std::current_exception();
+        }
       }
     }
+    if (error) std::rethrow_exception(error);
   }
   at::Tensor voff = at::empty({nframes + 1}, lopt);
   std::copy(vbase.begin(), vbase.end(), voff.data_ptr<int64_t>());
