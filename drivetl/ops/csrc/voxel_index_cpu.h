@@ -17,8 +17,8 @@
 //    (Folding the rows in a separate pass in point order, reading them sequentially, measured
 //    slower: the voxel rows are then updated in random order.)
 // Threads: on one thread (one frame, or a batch without threads), frames are sorted and walked
-// one after the other while each frame's data is in cache, into outputs sized by the points and
-// trimmed after. With threads, a batch gives whole frames to threads in two parallel loops: keys
+// one after the other while each frame's data is in cache (see voxel_index_impl for how the
+// outputs get their exact sizes). With threads, a batch gives whole frames to threads in two parallel loops: keys
 // + sort + a branch-free count of each frame's voxels and kept points (sizes the outputs), then
 // the walks into each frame's slices. One frame runs on one thread: splitting a 180k-point frame
 // measured no faster on two cores, the key pass and the scatters being bound by memory. Scratch
@@ -532,11 +532,12 @@ Frame<E> sort_frame(const float* pts, int64_t rs, int64_t cs, int64_t lo, int64_
 // reduce >= 0, else empty) of a float32 batch; offsets off[0..nframes] already checked.
 //
 // One thread (one frame, a batch under kParallelMin points, or a batch on one thread): frames in
-// order, each sorted and walked while its points and elements are still in cache, into outputs
-// sized by upper bounds (a voxel holds at least one point; max_voxels per frame) at the running
-// voxel and point counts; then each output is trimmed, copied to its exact size when the bound
-// was much larger (a tensor that keeps a larger storage costs memory wherever it is shared or
-// pickled).
+// order, each sorted and walked while its points and elements are still in cache. The outputs
+// get their exact sizes (a tensor that keeps a larger storage costs memory wherever it is shared
+// or pickled): one frame's walk allocates its voxel outputs once it has counted them; a batch is
+// walked into per-thread staging sized by upper bounds (a voxel holds at least one point;
+// max_voxels per frame) at the running voxel and point counts, then copied. The point order is
+// sized by the points and trimmed in place (copied only when far smaller).
 // Several threads: frames in parallel in two loops, sort + count the runs, then walk into the
 // exact slices the counts give. Errors (a failed allocation) are carried out of the parallel
 // region and rethrown.
