@@ -306,23 +306,34 @@ struct WalkScratch {
   std::vector<std::pair<uint32_t, int64_t>> ranked;
 };
 
-// The voxel outputs of a one-frame call, allocated by the walk once it knows their number.
-struct LateVoxels {
-  at::TensorOptions opt;
-  int64_t c;
-  bool reduce;
-  Out out;
+// The voxel output tensors of m voxels: coords (m, 4) and counts (m,) int32, features (m, C)
+// float32 when reducing (else empty).
+struct VoxelTensors {
   at::Tensor coords, counts, feat;
-  Out allocate(int64_t m) {
-    coords = at::empty({m, 4}, opt.dtype(at::kInt));
-    counts = at::empty({m}, opt.dtype(at::kInt));
-    feat = reduce ? at::empty({m, c}, opt.dtype(at::kFloat)) : at::empty({0}, opt.dtype(at::kFloat));
-    Out o = out;
+  VoxelTensors() = default;
+  VoxelTensors(const at::TensorOptions& opt, int64_t m, int64_t c, bool reduce)
+      : coords(at::empty({m, 4}, opt.dtype(at::kInt))),
+        counts(at::empty({m}, opt.dtype(at::kInt))),
+        feat(reduce ? at::empty({m, c}, opt.dtype(at::kFloat)) : at::empty({0}, opt.dtype(at::kFloat))) {}
+  // o with its voxel pointers into these tensors.
+  Out into(Out o) const {
     o.coords = coords.data_ptr<int32_t>();
     o.counts = counts.data_ptr<int32_t>();
     o.feat = feat.data_ptr<float>();
     o.late = nullptr;
     return o;
+  }
+};
+
+// The voxel outputs of a one-frame call, allocated by the walk once it knows their number.
+struct LateVoxels {
+  at::TensorOptions opt;
+  int64_t c;
+  bool reduce;
+  VoxelTensors t;
+  Out allocate(int64_t m, const Out& o) {
+    t = VoxelTensors(opt, m, c, reduce);
+    return t.into(o);
   }
 };
 
@@ -384,7 +395,7 @@ void walk_first(Frame<E>& fr, const WalkArgs& w, const Grid& g, const Caps& caps
   for (; i < len; ++i) p2v[E::index(s[i])] = -1;
   fr.voxels = nvox;
   fr.kept = wr;
-  const Out v = o.late ? o.late->allocate(nvox) : o;
+  const Out v = o.late ? o.late->allocate(nvox, o) : o;
   int32_t* const coords = v.coords + 4 * vbase;
   int32_t* const counts = v.counts + vbase;
   float* const out = F::kGather ? v.feat + vbase * c : nullptr;
@@ -556,18 +567,9 @@ IndexOutputs voxel_index_impl(const at::Tensor& points, const int64_t* off, int6
   at::Tensor p2v = at::empty({n}, lopt);
   int64_t* const p2v_ptr = p2v.data_ptr<int64_t>();
   std::vector<int64_t> vbase(nframes + 1, 0), pbase(nframes + 1, 0);
-  auto make_outputs = [&](int64_t m, int64_t np) {
-    return std::make_tuple(at::empty({m, 4}, points.options().dtype(at::kInt)),
-                           at::empty({m}, points.options().dtype(at::kInt)), at::empty({np}, lopt),
-                           reduce >= 0 ? at::empty({m, c}, points.options()) : at::empty({0}, points.options()));
-  };
-  auto out_ptrs = [&](const at::Tensor& coords, const at::Tensor& counts, const at::Tensor& order,
-                      const at::Tensor& feat) {
-    return Out{coords.data_ptr<int32_t>(), counts.data_ptr<int32_t>(), p2v_ptr, order.data_ptr<int64_t>(),
-               feat.data_ptr<float>()};
-  };
   const char* const non_finite = "voxel_index: non-finite point coordinates (NaN or inf in x, y or z)";
-  at::Tensor coords, counts, order, feat;
+  VoxelTensors vt;
+  at::Tensor order;
   if (nt == 1) {
     thread_local SortScratch<E> ss;
     thread_local WalkScratch ws;
@@ -592,7 +594,7 @@ IndexOutputs voxel_index_impl(const at::Tensor& points, const int64_t* off, int6
       o.counts = scratch(stage_counts, counts_cap, static_cast<size_t>(vbound));
       if (reduce >= 0) o.feat = scratch(stage_feat, feat_cap, static_cast<size_t>(vbound * c));
     }
-    LateVoxels lv{points.options(), c, reduce >= 0, o};
+    LateVoxels lv{points.options(), c, reduce >= 0, {}};
     if (late) o.late = &lv;
     for (int64_t f = 0; f < nframes; ++f) {
       bool bad = false;
@@ -606,14 +608,12 @@ IndexOutputs voxel_index_impl(const at::Tensor& points, const int64_t* off, int6
     }
     const int64_t m = vbase[nframes];
     if (late) {
-      coords = lv.coords;
-      counts = lv.counts;
-      feat = lv.feat;
+      vt = lv.t;
     } else {
-      std::tie(coords, counts, std::ignore, feat) = make_outputs(m, 0);
-      std::copy(o.coords, o.coords + 4 * m, coords.data_ptr<int32_t>());
-      std::copy(o.counts, o.counts + m, counts.data_ptr<int32_t>());
-      if (reduce >= 0) std::copy(o.feat, o.feat + m * c, feat.data_ptr<float>());
+      vt = VoxelTensors(points.options(), m, c, reduce >= 0);
+      std::copy(o.coords, o.coords + 4 * m, vt.coords.data_ptr<int32_t>());
+      std::copy(o.counts, o.counts + m, vt.counts.data_ptr<int32_t>());
+      if (reduce >= 0) std::copy(o.feat, o.feat + m * c, vt.feat.data_ptr<float>());
     }
     order = trimmed(order, pbase[nframes]);
   } else {
@@ -646,8 +646,9 @@ IndexOutputs voxel_index_impl(const at::Tensor& points, const int64_t* off, int6
       vbase[f + 1] = vbase[f] + frames[f].voxels;
       pbase[f + 1] = pbase[f] + frames[f].kept;
     }
-    std::tie(coords, counts, order, feat) = make_outputs(vbase[nframes], pbase[nframes]);
-    const Out o = out_ptrs(coords, counts, order, feat);
+    vt = VoxelTensors(points.options(), vbase[nframes], c, reduce >= 0);
+    order = at::empty({pbase[nframes]}, lopt);
+    const Out o = vt.into(Out{nullptr, nullptr, p2v_ptr, order.data_ptr<int64_t>(), nullptr});
 #pragma omp parallel num_threads(nt)
     {
       thread_local WalkScratch ws;
@@ -666,7 +667,7 @@ IndexOutputs voxel_index_impl(const at::Tensor& points, const int64_t* off, int6
   }
   at::Tensor voff = at::empty({nframes + 1}, lopt);
   std::copy(vbase.begin(), vbase.end(), voff.data_ptr<int64_t>());
-  return {coords, counts, p2v, voff, order, feat};
+  return {vt.coords, vt.counts, p2v, voff, order, vt.feat};
 }
 
 }  // namespace drivetl_ops
