@@ -105,7 +105,7 @@ else echo "skipped" > "$OUT_DIR/pytest_gpu.txt"; fail "GPU tests: skipped, out o
 
 step "benchmark: voxelization, CUDA"
 if t=$(cap 120) && [ -n "$t" ]; then
-    timeout "$t" "$PY" tools/bench_voxelize.py --device cuda --repeats 21 --json "$OUT_DIR/bench_voxelize_cuda.json" \
+    timeout "$t" "$PY" tools/bench_voxelize.py --device cuda --repeats 21 --profile --json "$OUT_DIR/bench_voxelize_cuda.json" \
         2>&1 | tee "$OUT_DIR/bench_voxelize_cuda.txt"
     [ "${PIPESTATUS[0]}" -eq 0 ] || fail "voxelization benchmark (CUDA)"
 else fail "voxelization benchmark (CUDA): skipped, out of time"; fi
