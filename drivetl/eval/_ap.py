@@ -137,7 +137,9 @@ def cutoff_curve(
     )
 
 
-def cutoff_average_precision(curve: PRCurve, num_gt: int, recall_delta: float = 0.05, heading: bool = False) -> float:
+def cutoff_average_precision(
+    curve: PRCurve, num_gt: int, recall_delta: float = 0.05, heading: bool = False
+) -> float:
     """AP (or APH) of a `cutoff_curve` integrated as Waymo's op does (module doc); NaN when num_gt <= 0."""
     if num_gt <= 0:
         return float("nan")
@@ -160,4 +162,5 @@ def cutoff_average_precision(curve: PRCurve, num_gt: int, recall_delta: float = 
     if len(points) < 2:
         return 0.0
     points[-1] = (points[-1][0], points[-2][1])
-    return float(sum(0.5 * (r0 - r1) * (p0 + p1) for (r0, p0), (r1, p1) in zip(points, points[1:])))
+    pairs = zip(points, points[1:], strict=False)
+    return float(sum(0.5 * (r0 - r1) * (p0 + p1) for (r0, p0), (r1, p1) in pairs))

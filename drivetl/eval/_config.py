@@ -127,7 +127,8 @@ class EvalConfig:
         cutoffs = tuple(float(c) for c in self.score_cutoffs)
         if not cutoffs or any(b <= a for a, b in zip(cutoffs, cutoffs[1:], strict=False)):
             raise ConfigError(
-                f"evaluation config: score_cutoffs must be non-empty and strictly increasing, got {cutoffs[:5]}..."
+                "evaluation config: score_cutoffs must be non-empty and strictly increasing, "
+                f"got {cutoffs[:5]}..."
             )
         object.__setattr__(self, "score_cutoffs", cutoffs)
         if not 0.0 < float(self.recall_delta) <= 1.0:

@@ -164,7 +164,7 @@ class DetectionEvaluator:
                     num_gt[e] = n
                     e += 1
         state = _FrameState(
-            entry=np.concatenate([np.full(len(st), i, np.int32) for i, st in parts] or [np.zeros(0, np.int32)]),
+            entry=_cat([np.full(len(st), i, np.int32) for i, st in parts], np.int32),
             score=_cat([st.score for _, st in parts], np.float64),
             tp=_cat([st.tp for _, st in parts], np.int64),
             fp=_cat([st.fp for _, st in parts], np.int64),
@@ -227,7 +227,7 @@ class DetectionEvaluator:
         """The curve, AP and APH of one entry from its cumulative counts along descending scores."""
         cfg = self.config
         if cfg.ap_integration == "recall_grid":
-            last = np.flatnonzero(np.r_[score[1:] != score[:-1], True]) if score.size else np.zeros(0, np.int64)
+            last = np.flatnonzero(np.r_[score[1:] != score[:-1], True]) if score.size else np.zeros(0, int)
             curve = counts_curve(score[last], tp[last], fp[last], fn[last], h[last])
             return (
                 curve,

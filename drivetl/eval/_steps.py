@@ -69,7 +69,8 @@ def band_steps(
     if matching == "score_first":
         steps = _score_first(scores, similarity, threshold, accuracy, gt_level, counted, harder_matches)
     else:
-        steps = _hungarian(scores, similarity >= threshold, weight, accuracy, gt_level, counted, harder_matches)
+        candidate = similarity >= threshold
+        steps = _hungarian(scores, candidate, weight, accuracy, gt_level, counted, harder_matches)
     return steps, num_gt
 
 
@@ -87,7 +88,8 @@ def _score_first(scores, similarity, threshold, accuracy, gt_level, counted, har
         fn[rows] = -c[matched[rows]].astype(np.int64)
         h = np.zeros(scores.size)
         h[rows] = accuracy[rows, matched[rows]]
-        out.append(Steps(scores[keep], hit[keep].astype(np.int64), (~hit[keep]).astype(np.int64), fn[keep], h[keep]))
+        tp = hit[keep].astype(np.int64)
+        out.append(Steps(scores[keep], tp, 1 - tp, fn[keep], h[keep]))
     return out
 
 
