@@ -437,7 +437,7 @@ def main() -> int:
     if args.markdown:
         args.markdown.write_text(table)
     ok = worst <= TOLERANCE
-    print(f"{len(rows)} entries; largest |official - drivetl| over AP and APH: {worst:.5f} "
+    print(f"{len(rows)} entries; largest |official - drivetl| over AP and APH: {worst:.1e} "
           + ("(within 0.005)" if ok else "DIFFERENCES FOUND"))
     return 0 if ok else 1
 
