@@ -169,9 +169,11 @@ class EvalConfig:
                 f"AP integrated over {len(self.score_cutoffs)} score cutoffs "
                 f"(Waymo's op, recall step {self.recall_delta:g})"
             )
+        empty = {"ignore": "ignored", "drop": "dropped", "level_2": "LEVEL_2"}[self.empty_gt]
+        harder = {"ignore": "ignored", "true_positive": "true positives"}[self.harder_matches]
         return (
-            f"{matching}; {ap}; APH weights precision by heading accuracy; ranges {self.range_type.upper()}; "
-            f"ground truth without points: {self.empty_gt}; LEVEL_2 matches at LEVEL_1: {self.harder_matches}"
+            f"{matching}; {ap}; APH weights the precision by heading accuracy; {self.range_type.upper()} "
+            f"ranges; boxes without points {empty}; LEVEL_2 matches at LEVEL_1 {harder}"
         )
 
     def threshold(self, cls: str) -> float:

@@ -5,7 +5,7 @@ whole definition and where it follows Waymo's official metrics):
 
 - Matching (`matching`): "score_first": predictions are taken by descending score and each takes
   the unmatched ground truth it overlaps most (IoU >= the class threshold, or centre distance <=
-  the class threshold in metrics), preferring ground truth the level counts; "hungarian": at each
+  the class threshold in metres), preferring ground truth the level counts; "hungarian": at each
   score threshold, the predictions at or above it are assigned anew to maximize the summed IoU
   (quantized to 1e-6, as Waymo's op) of pairs that pass the threshold (for the distance matcher,
   of the closeness 1 - distance / (2 x threshold)).
