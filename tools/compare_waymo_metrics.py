@@ -26,6 +26,15 @@ Sets: `noisy` (centre/size/heading noise, 20% flipped headings, duplicates, fals
 Hungarian matching differ), `empty` (frames with nothing, with ground truth only, with
 predictions only), `poor` (a weak detector: large errors, many false positives). Every set has
 LEVEL_2 boxes, boxes without points, and objects in every range band and near the band edges.
+
+Variants: "hungarian" (Waymo's default matcher) and "score-first, frames split" decide the
+verdict (every |official - drivetl| within 0.005). The op's score-first matcher ranks a
+prediction's candidates by the IoU of the boxes at the pair's positions in the class/band/score
+subset, read as indices into the frame, so on crowds its result depends on unrelated boxes listed
+earlier; "frames split" gives it one class (and band) per frame with predictions by descending
+score, where positions and indices coincide. "score-first, frames as given" is printed for
+information. The last column is drivetl's default `EvalConfig()` (recall grid, BEV ranges, ...)
+on the same matching, for comparison.
 """
 
 from __future__ import annotations
