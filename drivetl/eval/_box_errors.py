@@ -47,7 +47,9 @@ __all__ = [
 FLIP_THRESHOLD = 0.75 * math.pi
 
 
-def orientation_error(pred_heading: np.ndarray, gt_heading: np.ndarray, period: float = 2 * math.pi) -> np.ndarray:
+def orientation_error(
+    pred_heading: np.ndarray, gt_heading: np.ndarray, period: float = 2 * math.pi
+) -> np.ndarray:
     """Smallest yaw difference, radians: in [0, period / 2]; shapes broadcast, float64.
 
     period 2 pi (default): a box turned by 180 degrees has error pi. period pi: front and back are
@@ -142,10 +144,12 @@ class BoxErrors:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (NaN written as None)."""
-        return {"class": self.cls} | {
-            k: (None if isinstance(v, float) and math.isnan(v) else (round(v, 6) if isinstance(v, float) else v))
-            for k, v in self.summary().items()
-        }
+        out: dict[str, Any] = {"class": self.cls}
+        for k, v in self.summary().items():
+            if isinstance(v, float):
+                v = None if math.isnan(v) else round(v, 6)
+            out[k] = v
+        return out
 
 
 def heading_error_histogram(errors: np.ndarray, bins: int = 18) -> tuple[np.ndarray, np.ndarray]:
@@ -187,9 +191,9 @@ class BoxErrorAccumulator:
         gt_cls = np.asarray(ground_truth.classes, object)
         counted = ground_truth.num_points != 0
         for cls in self.classes:
-            pm = np.flatnonzero((pred_cls == cls) & (predictions.scores >= self.min_score)) if len(
-                predictions
-            ) else np.zeros(0, np.int64)
+            pm = np.zeros(0, np.int64)
+            if len(predictions):
+                pm = np.flatnonzero((pred_cls == cls) & (predictions.scores >= self.min_score))
             gm = np.flatnonzero((gt_cls == cls) & counted) if len(ground_truth) else np.zeros(0, np.int64)
             self._num_gt[cls] += int(gm.size)
             self._num_pred[cls] += int(pm.size)

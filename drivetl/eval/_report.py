@@ -1,4 +1,5 @@
-"""Report helpers: a Markdown comparison table, PR curves, per-range AP bars, a BEV frame render.
+"""Report helpers: Markdown comparison and box-error tables, PR curves, per-range AP bars,
+heading-error histograms, a BEV frame render.
 
 Figures use matplotlib's Agg canvas directly (no pyplot, no global backend switch), imported when
 a function is called. Every file is written atomically; the format follows the suffix (png, svg,
@@ -18,6 +19,7 @@ import numpy as np
 
 from drivetl._io import atomic_write_bytes
 from drivetl.data.records import Boxes
+from drivetl.eval._box_errors import BoxErrors, heading_error_histogram
 from drivetl.eval._config import ALL_RANGES, Detections
 from drivetl.eval._iou import box_corners_bev
 from drivetl.eval._result import CURVE_GRID, DetectionResult
@@ -74,6 +76,58 @@ def comparison_table(
         lines.append("| " + " | ".join(row) + " |")
     title = f"{level}, range {band}" + ("" if band == ALL_RANGES else " m")
     return f"Detection metrics ({title}):\n\n" + "\n".join(lines) + "\n"
+
+
+def box_error_table(errors: Mapping[str, Mapping[str, BoxErrors]], digits: int = 2) -> str:
+    """A Markdown table, one row per (model, class): matched/ground truth, then median (mean) of the
+    BEV and z translation errors (m), the scale error (1 - aligned IoU), the orientation error (rad),
+    the share of flipped headings and the median 3D IoU of the matched pairs."""
+    header = [
+        "model", "class", "matched / gt", "BEV m", "z m", "scale", "orientation rad", "flips", "3D IoU",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "|".join(["---:"] * (len(header) - 2)) + "|"]
+    for name, per_class in errors.items():
+        for cls, e in per_class.items():
+            s = e.summary()
+
+            def mm(key: str, s: Mapping[str, Any] = s) -> str:
+                return f"{_fmt(s[key + '_median'], digits)} ({_fmt(s[key + '_mean'], digits)})"
+
+            row = [
+                str(name).replace("|", "\\|"), cls, f"{e.num_matched} / {e.num_gt}",
+                mm("translation_bev"), mm("translation_z"), mm("scale"), mm("orientation"),
+                _fmt(100 * s["flip_share"], 0) + "%" if not math.isnan(s["flip_share"]) else "n/a",
+                _fmt(s["iou_3d_median"], digits),
+            ]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_heading_histograms(
+    errors: Mapping[str, Mapping[str, BoxErrors]], path: str | os.PathLike, bins: int = 18
+) -> Path:
+    """One panel per class, one step histogram of the orientation error (degrees) per model."""
+    classes: list[str] = []
+    for per_class in errors.values():
+        classes += [c for c in per_class if c not in classes]
+    fig = _new_figure(4.0 * max(1, len(classes)), 3.2)
+    axes = fig.subplots(1, max(1, len(classes)), squeeze=False)[0]
+    for ax, cls in zip(axes, classes, strict=False):
+        for name, per_class in errors.items():
+            e = per_class.get(cls)
+            if e is None or e.num_matched == 0:
+                continue
+            counts, edges = heading_error_histogram(e.orientation, bins)
+            share = counts / max(1, counts.sum())
+            median = np.degrees(np.median(e.orientation))
+            ax.stairs(share, np.degrees(edges), label=f"{name} (median {median:.0f} deg)")
+        ax.set_title(f"{cls}: heading error of matches")
+        ax.set_xlabel("|heading error| (degrees)")
+        ax.set_ylabel("share of matches")
+        ax.set_xlim(0, 180)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
 
 
 def _new_figure(width: float, height: float) -> Any:

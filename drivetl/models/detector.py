@@ -11,8 +11,8 @@ encoder (``camera.backbone``, ``camera.mix``), ``fusion.*``, ``head.*`` detectio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ from drivetl.data.collate import Batch
 from drivetl.models._blocks import ConvBNReLU
 from drivetl.models.camera.encoder import CameraEncoder, CameraOutputs
 from drivetl.models.fusion import BEVFusion
+from drivetl.models.heads._coding import BoxCoding, prior_sizes
 from drivetl.models.heads._targets import BEVGeometry
 from drivetl.models.heads.centerpoint import CenterHead
 from drivetl.models.lidar.encoder import LidarEncoder, LidarOutputs
@@ -33,7 +34,8 @@ __all__ = ["BEVDetector", "DetectorOutputs"]
 class DetectorOutputs:
     """Outputs for a batch of B frames; all maps share `geometry` (H x W cells).
 
-    heatmap: (B, K, H, W) class logits. regression: (B, 8, H, W) (see `CenterHead`).
+    heatmap: (B, K, H, W) class logits. regression: (B, C, H, W) (see `CenterHead`), encoded as
+    `coding` says (the head's `BoxCoding`: pass it to `decode` and to the targets).
     lidar: the LiDAR encoder's outputs (BEV features, point statistics, pretraining mask).
     camera: the camera encoder's outputs, None for a LiDAR-only model.
     camera_kept: (B,) bool, False where camera dropout removed the camera branch for that frame.
@@ -52,6 +54,7 @@ class DetectorOutputs:
     fused: torch.Tensor
     occupancy: torch.Tensor | None
     camera_to_lidar: torch.Tensor | None
+    coding: BoxCoding = field(default_factory=BoxCoding)
 
 
 class BEVDetector(nn.Module):
@@ -62,6 +65,10 @@ class BEVDetector(nn.Module):
     camera_dropout: probability, per frame and training step, of hiding the whole camera branch.
     camera_lift_stride: the camera lift runs on a grid this many times coarser, then is upsampled.
     occupancy_head / align_head: build the pretraining heads (masked occupancy, camera->LiDAR).
+    size_priors: the head regresses box sizes relative to per-class prior sizes: True takes
+        `drivetl.models.heads.CLASS_SIZES` by class name, a mapping name -> (l, w, h) metres overrides
+        it, False regresses plain log sizes. direction_classifier: the head regresses the box axis
+        (sin 2θ, cos 2θ) and classifies which end is the front (see `drivetl.models.heads.BoxCoding`).
     """
 
     def __init__(
@@ -75,6 +82,8 @@ class BEVDetector(nn.Module):
         camera_lift_stride: int = 1,
         occupancy_head: bool = True,
         align_head: bool = True,
+        size_priors: bool | Mapping[str, Sequence[float]] = False,
+        direction_classifier: bool = False,
     ):
         super().__init__()
         self.classes = tuple(classes)
@@ -87,7 +96,13 @@ class BEVDetector(nn.Module):
         if camera is not None:
             self.fusion = BEVFusion(lidar.out_channels, camera.out_channels, fusion_channels)
             feat = fusion_channels
-        self.head = CenterHead(feat, len(self.classes), head_channels)
+        self.head = CenterHead(
+            feat,
+            len(self.classes),
+            head_channels,
+            size_priors=prior_sizes(self.classes, size_priors),
+            direction=direction_classifier,
+        )
         self.occupancy_head = None
         if occupancy_head:
             self.occupancy_head = nn.Sequential(
@@ -138,4 +153,6 @@ class BEVDetector(nn.Module):
         heatmap, regression = self.head(fused)
         occupancy = self.occupancy_head(lid.bev) if self.occupancy_head is not None else None
         align = self.align_head(cam.bev) if (self.align_head is not None and cam is not None) else None
-        return DetectorOutputs(heatmap, regression, geo, lid, cam, kept, fused, occupancy, align)
+        return DetectorOutputs(
+            heatmap, regression, geo, lid, cam, kept, fused, occupancy, align, self.head.coding
+        )

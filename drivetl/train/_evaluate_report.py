@@ -7,6 +7,7 @@ Layout of REPORT_DIR::
     report.md             comparison tables (LEVEL_2 and LEVEL_1), figures, fusion health, notes
     pr_curves.png         precision/recall per class, one line per model (LEVEL_2, all ranges)
     range_bars.png        mAP per range band, one bar per model
+    heading_errors.png    orientation error of centre-distance matches, per class, one line per model
     bev/<frame>__<model>.png   bird's-eye views: ground truth, predictions, LiDAR points
 """
 
@@ -21,7 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from drivetl._io import atomic_write_text
-from drivetl.eval import DetectionResult, comparison_table, write_bev_frame, write_pr_curves, write_range_bars
+from drivetl.eval import (
+    DetectionResult,
+    box_error_table,
+    comparison_table,
+    write_bev_frame,
+    write_heading_histograms,
+    write_pr_curves,
+    write_range_bars,
+)
 
 #: a fusion model whose heatmaps change less than this share without cameras ignores its camera
 HEAT_CHANGE_WARN = 0.01
@@ -101,31 +110,39 @@ def write_report(
     bev: Sequence[tuple[str, Path]] = (),
     figures: bool = True,
     extra: Mapping[str, Mapping[str, DetectionResult]] | None = None,
+    box_errors: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Path]:
-    """Write metrics.json, report.md and the figures into `out`; returns name -> path."""
+    """Write metrics.json, report.md and the figures into `out`; returns name -> path.
+
+    box_errors: model name -> {class: `drivetl.eval.BoxErrors`} (centre-distance matches)."""
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     if figures:
         paths["pr_curves"] = write_pr_curves(results, out / "pr_curves.png")
         paths["range_bars"] = write_range_bars(results, out / "range_bars.png")
+        if box_errors:
+            paths["heading_errors"] = write_heading_histograms(box_errors, out / "heading_errors.png")
     doc = {
         "data": dict(data_info),
         "models": [dict(m, result=results[m["name"]].to_dict()) for m in models],
         "fusion_health": {h.name: h.to_dict() for h in fusion},
         "other_matchers": {x: {n: r.to_dict() for n, r in res.items()} for x, res in (extra or {}).items()},
         "warnings": list(warnings),
+        "box_errors": {n: {c: e.to_dict() for c, e in per.items()} for n, per in (box_errors or {}).items()},
     }
     paths["metrics"] = out / "metrics.json"
     atomic_write_text(paths["metrics"], json.dumps(doc, indent=1, allow_nan=False) + "\n")
     paths["report"] = out / "report.md"
     atomic_write_text(
         paths["report"],
-        render_markdown(results, models, data_info, fusion, warnings, bev, figures, out, extra),
+        render_markdown(results, models, data_info, fusion, warnings, bev, figures, out, extra, box_errors),
     )
     return paths
 
 
-def render_markdown(results, models, data_info, fusion, warnings, bev, figures, out: Path, extra=None) -> str:
+def render_markdown(
+    results, models, data_info, fusion, warnings, bev, figures, out: Path, extra=None, box_errors=None
+) -> str:
     """The text of report.md."""
     lines = ["# Detection evaluation", ""]
     region = data_info.get("region")
@@ -160,6 +177,18 @@ def render_markdown(results, models, data_info, fusion, warnings, bev, figures, 
             comparison_table(res, level="LEVEL_2"),
             "",
         ]
+    if box_errors:
+        lines += [
+            "### Box errors (matches within 2 m of a ground-truth centre)",
+            "",
+            "Median (mean) per matched pair: BEV and z centre error, scale error (1 - IoU with centres and "
+            "headings aligned), orientation error (smallest yaw difference, radians; a box turned by 180 "
+            "degrees counts pi and as a flip), median 3D IoU of the pairs.",
+            "",
+            box_error_table(box_errors),
+        ]
+        if figures:
+            lines += ["![heading errors](heading_errors.png)", ""]
     lines += ["## Models", "", "| model | kind | source | classes | inference s |", "|---|---|---|---|---:|"]
     for m in models:
         classes = ", ".join(

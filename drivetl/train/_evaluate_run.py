@@ -204,14 +204,26 @@ def run_model(
         for samples, batch in loader:
             batch = batch.to(device)
             outs = _forward(model, batch, vectors)
-            dets = decode(outs.heatmap, outs.regression, outs.geometry, score_threshold=score_threshold)
+            dets = decode(
+                outs.heatmap,
+                outs.regression,
+                outs.geometry,
+                score_threshold=score_threshold,
+                coding=outs.coding,
+            )
             for s, d in zip(samples, dets, strict=True):
                 run.frames.append(FramePrediction(s.key, s.boxes, _to_detections(d, loaded)))
             if cameras and outs.camera is not None:
                 cover += float(outs.camera.coverage.float().mean())
             if check:
                 blind = _forward(model, hide_cameras(batch), vectors)
-                bd = decode(blind.heatmap, blind.regression, blind.geometry, score_threshold=score_threshold)
+                bd = decode(
+                    blind.heatmap,
+                    blind.regression,
+                    blind.geometry,
+                    score_threshold=score_threshold,
+                    coding=blind.coding,
+                )
                 for s, d in zip(samples, bd, strict=True):
                     run.blind.append(FramePrediction(s.key, s.boxes, _to_detections(d, loaded)))
                 h1, h0 = outs.heatmap.float().sigmoid(), blind.heatmap.float().sigmoid()
@@ -259,6 +271,22 @@ def accumulate(frames: Sequence[FramePrediction], config, region: Sequence[float
         )
         ev.update(det, gt, key=f.key)
     return ev.compute()
+
+
+def box_errors(
+    frames: Sequence[FramePrediction], classes: Sequence[str], region=None, distance: float = 2.0
+):
+    """{class: `drivetl.eval.BoxErrors`} of the centre-distance matches (metres) of `frames`;
+    `region` as in `accumulate`."""
+    from drivetl.eval import BoxErrorAccumulator
+
+    acc = BoxErrorAccumulator(classes, distance)
+    for f in frames:
+        gt = f.ground_truth.select(in_region(f.ground_truth.boxes, region))
+        keep = in_region(f.detections.boxes, region)
+        cls = tuple(c for c, k in zip(f.detections.classes, keep, strict=True) if k)
+        acc.update(Detections(f.detections.boxes[keep], f.detections.scores[keep], cls), gt)
+    return acc.compute()
 
 
 def iter_points(data: EvalData, indices: Sequence[int]) -> Iterator[tuple[FrameKey, np.ndarray]]:

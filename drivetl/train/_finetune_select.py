@@ -70,7 +70,7 @@ class ValidationScores:
 
     @torch.no_grad()
     def update(self, outputs, batch: Batch) -> None:
-        dets = decode(outputs.heatmap, outputs.regression, outputs.geometry)
+        dets = decode(outputs.heatmap, outputs.regression, outputs.geometry, coding=outputs.coding)
         gts = [batch.frame_boxes(i) for i in range(batch.batch_size)]
         m = centre_matches(
             dets,
@@ -117,7 +117,13 @@ class ValidationScores:
 @torch.no_grad()
 def pseudo_label_batch(batch: Batch, outputs, threshold: float) -> Batch:
     """`batch` with its boxes replaced by the decoded detections scoring >= `threshold` (teacher outputs)."""
-    dets = decode(outputs.heatmap, outputs.regression, outputs.geometry, score_threshold=threshold)
+    dets = decode(
+        outputs.heatmap,
+        outputs.regression,
+        outputs.geometry,
+        score_threshold=threshold,
+        coding=outputs.coding,
+    )
     boxes = [d.boxes.float() for d in dets]
     labels = [d.labels.long() for d in dets]
     offsets = np.cumsum([0] + [len(b) for b in boxes])

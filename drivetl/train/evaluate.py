@@ -37,6 +37,7 @@ from drivetl.train._evaluate_run import (
     FramePrediction,
     ModelRun,
     accumulate,
+    box_errors,
     hide_cameras,
     iter_points,
     open_eval_data,
@@ -73,6 +74,7 @@ class EvaluationReport:
     models: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, dict[str, DetectionResult]] = field(default_factory=dict)
     runs: dict[str, ModelRun] = field(default_factory=dict)
+    box_errors: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def table(self, level: str = "LEVEL_2") -> str:
         from drivetl.eval import comparison_table
@@ -220,6 +222,7 @@ def evaluate(
         )
         runs[m.name] = run
         report.results[m.name] = accumulate(run.frames, config, box_region)
+        report.box_errors[m.name] = box_errors(run.frames, config.classes, box_region)
         for x, cfg in extra_configs.items():
             report.extra.setdefault(x, {})[m.name] = accumulate(run.frames, cfg, box_region)
         if fusion_health and m.has_camera:
@@ -254,6 +257,7 @@ def evaluate(
         bev,
         figures,
         report.extra,
+        report.box_errors,
     )
     for w in report.warnings:
         log(f"warning: {w}")

@@ -1,7 +1,8 @@
 """Pretraining objectives, each a function of ``(outputs, batch)`` returning named loss terms.
 
 - `detection_loss`: CenterPoint's focal loss on gaussian class heatmaps + L1 box regression at the
-  centres (needs labels).
+  centres (needs labels); with a direction classifier in the head, its binary cross-entropy at the
+  centres too (SECOND's direction loss).
 - `masked_occupancy_loss`: self-supervised; on the LiDAR BEV cells hidden from the backbone, predict
   whether the cell holds points (BCE, every masked cell), and on occupied masked cells its point count
   (log(1 + n)) and mean height (smooth L1).
@@ -33,6 +34,8 @@ __all__ = [
 
 #: regression channel weights: dx, dy, z, log l, log w, log h, sin, cos
 _REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+#: weight of the direction classifier's cross-entropy (SECOND and PointPillars use 0.2)
+DIRECTION_WEIGHT = 0.2
 
 
 def focal_heatmap_loss(
@@ -50,14 +53,20 @@ def focal_heatmap_loss(
 def detection_targets(outputs: DetectorOutputs, batch: Batch) -> HeadTargets:
     """Heatmap and regression targets of `batch`'s boxes on the outputs' BEV geometry."""
     return assign_targets(
-        batch.boxes, batch.box_offsets, batch.box_classes, outputs.heatmap.shape[1], outputs.geometry
+        batch.boxes,
+        batch.box_offsets,
+        batch.box_classes,
+        outputs.heatmap.shape[1],
+        outputs.geometry,
+        coding=outputs.coding,
     )
 
 
 def detection_loss(
     outputs: DetectorOutputs, batch: Batch, reg_weight: float = 0.25
 ) -> dict[str, torch.Tensor]:
-    """{"det/heatmap", "det/regression"}: focal heatmap loss and masked L1 regression (per object)."""
+    """{"det/heatmap", "det/regression"} (+ "det/direction" with a direction classifier): focal
+    heatmap loss, masked L1 regression (per object) and the direction cross-entropy (per object)."""
     t = detection_targets(outputs, batch)
     heat = focal_heatmap_loss(outputs.heatmap, t.heatmap)
     b, c = outputs.regression.shape[:2]
@@ -66,8 +75,13 @@ def detection_loss(
     )
     w = torch.tensor(_REG_WEIGHTS, device=pred.device)
     m = t.mask[..., None].float()
-    l1 = ((pred - t.regression).abs() * w * m).sum() / m.sum().clamp(min=1.0)
-    return {"det/heatmap": heat, "det/regression": reg_weight * l1}
+    n = m.sum().clamp(min=1.0)
+    l1 = ((pred[..., :8] - t.regression[..., :8]).abs() * w * m).sum() / n
+    terms = {"det/heatmap": heat, "det/regression": reg_weight * l1}
+    if outputs.coding.direction:
+        bce = F.binary_cross_entropy_with_logits(pred[..., 8], t.regression[..., 8], reduction="none")
+        terms["det/direction"] = DIRECTION_WEIGHT * (bce * m[..., 0]).sum() / n
+    return terms
 
 
 def masked_occupancy_loss(outputs: DetectorOutputs, batch: Batch) -> dict[str, torch.Tensor]:

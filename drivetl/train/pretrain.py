@@ -118,7 +118,7 @@ class PretrainModule(pl.LightningModule):
         if self.objectives.get("detection", 0) > 0:
             if self._mask_ratio() > 0:
                 outputs = self.model(batch)
-            dets = decode(outputs.heatmap, outputs.regression, outputs.geometry)
+            dets = decode(outputs.heatmap, outputs.regression, outputs.geometry, coding=outputs.coding)
             geo = outputs.geometry
             gts = []
             for i in range(b):  # ground truth the map can hold: centre inside the BEV extent

@@ -1,5 +1,6 @@
 """drivetl.models.heads: CenterPoint-style detection head, target assignment, decoding, rotated NMS."""
 
+from drivetl.models.heads._coding import CLASS_SIZES, DIRECTION_AXIS, BoxCoding, prior_sizes
 from drivetl.models.heads._rotated_iou import bev_corners, rotated_iou_bev, rotated_nms
 from drivetl.models.heads._targets import (
     REGRESSION,
@@ -11,8 +12,11 @@ from drivetl.models.heads._targets import (
 from drivetl.models.heads.centerpoint import CenterHead, Detections, decode
 
 __all__ = [
+    "CLASS_SIZES",
+    "DIRECTION_AXIS",
     "REGRESSION",
     "BEVGeometry",
+    "BoxCoding",
     "CenterHead",
     "Detections",
     "HeadTargets",
@@ -20,6 +24,7 @@ __all__ = [
     "bev_corners",
     "decode",
     "gaussian_radius",
+    "prior_sizes",
     "rotated_iou_bev",
     "rotated_nms",
 ]

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from drivetl.models.heads._coding import BoxCoding
+
 __all__ = ["BEVGeometry", "HeadTargets", "assign_targets", "gaussian_radius"]
 
 #: regression channels of the head, in order
@@ -27,8 +29,9 @@ class BEVGeometry:
 @dataclass(frozen=True)
 class HeadTargets:
     """heatmap: (B, K, H, W) in [0, 1], exactly 1 at box centres. index: (B, M) int64 flat cell index
-    ``iy * W + ix``; mask: (B, M) bool (real entries); regression: (B, M, 8) `REGRESSION` targets;
-    labels: (B, M) int64 class index."""
+    ``iy * W + ix``; mask: (B, M) bool (real entries); regression: (B, M, C) targets of the head's
+    `BoxCoding` (C = 8 `REGRESSION` channels, 9 with a direction classifier); labels: (B, M) int64
+    class index."""
 
     heatmap: torch.Tensor
     index: torch.Tensor
@@ -65,8 +68,10 @@ def assign_targets(
     max_objects: int = 500,
     min_radius: int = 2,
     min_overlap: float = 0.1,
+    coding: BoxCoding | None = None,
 ) -> HeadTargets:
-    """Targets for a batch: boxes (M, 7) vehicle frame, box_offsets (B + 1,), box_classes (M,) int64.
+    """Targets for a batch: boxes (M, 7) vehicle frame, box_offsets (B + 1,), box_classes (M,) int64;
+    `coding` the head's box encoding (None: plain sizes, sin/cos heading).
 
     Boxes whose centre lies outside the map are ignored; at most `max_objects` per frame are kept.
     """
@@ -100,19 +105,10 @@ def assign_targets(
 
     index = torch.zeros(b, max_objects, dtype=torch.int64, device=dev)
     mask = torch.zeros(b, max_objects, dtype=torch.bool, device=dev)
-    reg = torch.zeros(b, max_objects, len(REGRESSION), device=dev)
+    coding = coding or BoxCoding()
+    reg = torch.zeros(b, max_objects, coding.channels, device=dev)
     labels = torch.zeros(b, max_objects, dtype=torch.int64, device=dev)
-    target = torch.cat(
-        [
-            (fx - ix)[:, None],
-            (fy - iy)[:, None],
-            boxes[:, 2:3],
-            boxes[:, 3:6].clamp(min=1e-3).log(),
-            torch.sin(boxes[:, 6:7]),
-            torch.cos(boxes[:, 6:7]),
-        ],
-        1,
-    )
+    target = coding.encode(boxes, box_classes, torch.stack([fx - ix, fy - iy], 1))
     for i in range(b):
         sel = (frame == i).nonzero().squeeze(1)[:max_objects]
         k = sel.shape[0]

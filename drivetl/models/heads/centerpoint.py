@@ -9,28 +9,54 @@ import torch.nn.functional as F
 from torch import nn
 
 from drivetl.models._blocks import ConvBNReLU
+from drivetl.models.heads._coding import BoxCoding
 from drivetl.models.heads._rotated_iou import rotated_nms
-from drivetl.models.heads._targets import REGRESSION, BEVGeometry
+from drivetl.models.heads._targets import BEVGeometry
 
 __all__ = ["CenterHead", "Detections", "decode"]
 
 
 class CenterHead(nn.Module):
-    """forward: (B, in_channels, H, W) -> (heatmap logits (B, K, H, W), regression (B, 8, H, W)).
+    """forward: (B, in_channels, H, W) -> (heatmap logits (B, K, H, W), regression (B, C, H, W)).
 
-    Regression channels (`REGRESSION`): centre offset within the cell (dx, dy in cells), z (metres),
-    log length/width/height (log metres), sin and cos of the heading.
+    Regression channels (`REGRESSION`, see `BoxCoding`): centre offset within the cell (dx, dy in
+    cells), z (metres), log length/width/height (log metres, over the class's prior size with
+    `size_priors`), sin and cos of the heading (of twice the heading, plus a ninth direction-logit
+    channel, with `direction`).
+
+    size_priors: (K, 3) metres per class, or None. direction: add the direction classifier.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, channels: int = 64, prior: float = 0.1):
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        channels: int = 64,
+        prior: float = 0.1,
+        size_priors: list[list[float]] | None = None,
+        direction: bool = False,
+    ):
         super().__init__()
+        self.direction = bool(direction)
+        n_reg = BoxCoding(direction=self.direction).channels
         self.shared = ConvBNReLU(in_channels, channels, 3)
         self.heatmap = nn.Sequential(ConvBNReLU(channels, channels, 3), nn.Conv2d(channels, num_classes, 1))
-        self.regression = nn.Sequential(
-            ConvBNReLU(channels, channels, 3), nn.Conv2d(channels, len(REGRESSION), 1)
-        )
+        self.regression = nn.Sequential(ConvBNReLU(channels, channels, 3), nn.Conv2d(channels, n_reg, 1))
         nn.init.constant_(self.heatmap[-1].bias, -float(torch.log(torch.tensor((1 - prior) / prior))))
         self.num_classes = num_classes
+        self.log_priors: torch.Tensor | None
+        if size_priors is not None:
+            t = torch.tensor(size_priors, dtype=torch.float32)
+            if t.shape != (num_classes, 3):
+                raise ValueError(f"size_priors must be {num_classes} x 3 metres, got {tuple(t.shape)}")
+            # not persistent: the priors follow the class list of the config, not the state dict
+            self.register_buffer("log_priors", t.log(), persistent=False)
+        else:
+            self.log_priors = None
+
+    @property
+    def coding(self) -> BoxCoding:
+        return BoxCoding(self.log_priors, self.direction)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = self.shared(x)
@@ -56,8 +82,10 @@ def decode(
     score_threshold: float = 0.1,
     nms_iou: float = 0.2,
     max_detections: int = 100,
+    coding: BoxCoding | None = None,
 ) -> list[Detections]:
-    """Heatmap logits (B, K, H, W) + regression (B, 8, H, W) -> one `Detections` per frame.
+    """Heatmap logits (B, K, H, W) + regression (B, C, H, W) -> one `Detections` per frame; `coding`
+    the head's box encoding (`DetectorOutputs.coding`; None: plain sizes, sin/cos heading).
 
     Peaks are local maxima of the class heatmaps (3x3), the `top_k` best are turned into boxes, those
     under `score_threshold` dropped, then rotated-box NMS per class keeps at most `max_detections`.
@@ -70,15 +98,14 @@ def decode(
     labels = flat // (h * w)
     cell = flat % (h * w)
     iy, ix = (cell // w).float(), (cell % w).float()
-    reg = (
-        regression.float()
-        .view(b, len(REGRESSION), h * w)
-        .gather(2, cell[:, None].expand(b, len(REGRESSION), -1))
-    )
+    coding = coding or BoxCoding()
+    c = regression.shape[1]
+    if c != coding.channels:
+        raise ValueError(f"regression has {c} channels, the box coding {coding.channels}")
+    reg = regression.float().view(b, c, h * w).gather(2, cell[:, None].expand(b, c, -1))
     x = (ix + reg[:, 0]) * geometry.cell_x + geometry.x_min
     y = (iy + reg[:, 1]) * geometry.cell_y + geometry.y_min
-    size = reg[:, 3:6].clamp(max=6.0).exp()
-    heading = torch.atan2(reg[:, 6], reg[:, 7])
+    size, heading = coding.decode(reg, labels)
     boxes = torch.cat([x[:, None], y[:, None], reg[:, 2:3], size, heading[:, None]], 1).transpose(1, 2)
     out = []
     for i in range(b):
