@@ -52,5 +52,15 @@ def run(args: argparse.Namespace) -> int:
         print()
         print(result.table)
         print(f"report: {result.report}")
-    print(f"demo wall time: {result.wall:.0f} s")
+    ran = {k: v for k, v in result.seconds.items() if v is not None}
+    if ran:
+        print("stage      wall s   CPU s")
+        for name, wall in ran.items():
+            print(f"{name:<9} {wall:7.0f} {result.cpu_seconds.get(name) or 0.0:7.0f}")
+    load = result.load_average
+    total_cpu = sum(v for v in result.cpu_seconds.values() if v is not None)
+    print(
+        f"demo wall time: {result.wall:.0f} s, {total_cpu:.0f} CPU s; load average at start "
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
     return 0

@@ -5,10 +5,11 @@ LightningCLI ``class_path``/``init_args`` shape as ``configs/pretrain`` and ``co
 so every number of the demo can be reproduced with ``drivetl pretrain``/``drivetl finetune``.
 
 Sizing for a 2-core CPU: a slim pillar detector over ±25.6 m (0.4 m pillars, 64 x 64 BEV head),
-classes vehicle and pedestrian, the detection objective only. The source rig is the Waymo-like
-rig's 64-beam top LiDAR (same beams, mounting and intensity encoding, half the azimuth columns to
-halve the point count; no perimeter LiDARs, no cameras); the fleet rig is ``fleet_xt32``'s LiDAR
-(32 beams, mounted lower and pitched, uint8 intensity; no camera).
+classes vehicle and pedestrian, the detection objective only; the head regresses sizes relative to
+per-class prior sizes and classifies the front of each box (as the configs in configs/pretrain do).
+The source rig is the Waymo-like rig's 64-beam top LiDAR (same beams, mounting and intensity
+encoding, half the azimuth columns to halve the point count; no perimeter LiDARs, no cameras); the
+fleet rig is ``fleet_xt32``'s LiDAR (32 beams, mounted lower and pitched, uint8 intensity; no camera).
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def detector_config() -> dict[str, Any]:
             "head_channels": 24,
             "occupancy_head": False,
             "align_head": False,
+            "size_priors": True,
+            "direction_classifier": True,
             "lidar": {
                 "class_path": "drivetl.models.LidarEncoder",
                 "init_args": {
@@ -133,8 +136,9 @@ def finetune_config(
     seed: int,
     lr: float = 0.003,
 ) -> dict:
-    """Fine-tuning on the fleet set's labeled fraction (validation: its declared `val` split)."""
-    cfg = _trainer(root, steps, max(1, steps // 2), seed)
+    """Fine-tuning on the fleet set's labeled fraction (validation: its declared `val` split, four
+    times per run; the checkpoint with the best mean 3D AP at Waymo's IoU thresholds is kept)."""
+    cfg = _trainer(root, steps, max(1, steps // 4), seed)
     cfg["model"] = {
         "class_path": "drivetl.train.finetune.FinetuneModule",
         "init_args": {
@@ -147,7 +151,7 @@ def finetune_config(
             "lr": lr,
             "warmup_steps": max(1, steps // 10),
             "selection": "val_ap",
-            "val_matcher": "distance",
+            "val_matcher": "iou",
         },
     }
     cfg["data"] = {

@@ -170,7 +170,10 @@ def render_markdown(
         "",
     ]
     for matcher, res in (extra or {}).items():
-        what = "rotated-box IoU, Waymo thresholds" if matcher == "iou" else "BEV centre distance"
+        what = {
+            "iou": "rotated-box IoU, Waymo thresholds",
+            "bev": "bird's-eye-view IoU, Waymo thresholds",
+        }.get(matcher, "BEV centre distance")
         lines += [
             f"### The same predictions, {what} matching",
             "",

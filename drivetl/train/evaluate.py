@@ -144,7 +144,8 @@ def evaluate(
     split: a team folder's split (``splits/<split>.txt``); max_frames: evaluate the first N frames.
     region: "model" keeps the boxes inside every model's detection range, "all" keeps every box.
     range_edges: metres, the range bands of the breakdown (default 0, 30, 50, inf).
-    extra_matchers: more matchers ("iou" | "distance") whose tables the report adds, from the same
+    extra_matchers: more matchers ("iou" | "bev" | "distance"; "bev" is the rotated BEV IoU at the same
+        thresholds) whose tables the report adds, from the same
         predictions (`EvaluationReport.extra[matcher]`).
     score_threshold: decoding threshold (low, so the PR curves reach high recall).
     render_frames: frames rendered in bird's-eye view per model (evenly spread over the data).
@@ -177,7 +178,9 @@ def evaluate(
     box_region = _region(loaded) if region == "model" else None
     config = _eval_config(loaded, range_edges, matcher, iou_type)
     extra_configs = {
-        x: _eval_config(loaded, range_edges, x, iou_type) for x in extra_matchers if x != matcher
+        x: _eval_config(loaded, range_edges, "iou" if x == "bev" else x, "bev" if x == "bev" else iou_type)
+        for x in extra_matchers
+        if x != matcher
     }
     data_info = {
         "root": str(ds.root),

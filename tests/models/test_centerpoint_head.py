@@ -7,7 +7,16 @@ import math
 import pytest
 import torch
 
-from drivetl.models.heads import REGRESSION, BEVGeometry, CenterHead, assign_targets, decode, gaussian_radius
+from drivetl.models.heads import (
+    REGRESSION,
+    BEVGeometry,
+    BoxCoding,
+    CenterHead,
+    assign_targets,
+    decode,
+    gaussian_radius,
+    prior_sizes,
+)
 
 GEO = BEVGeometry(x_min=-16.0, y_min=-16.0, cell_x=0.5, cell_y=0.5, height=64, width=64)
 
@@ -82,3 +91,56 @@ def test_head_shapes_and_prior() -> None:
     hm, reg = head(torch.randn(2, 16, 20, 24))
     assert hm.shape == (2, 3, 20, 24) and reg.shape == (2, 8, 20, 24)
     assert abs(float(head.heatmap[-1].bias.detach().sigmoid().mean()) - 0.1) < 1e-5
+
+
+def _perfect(t, channels: int) -> torch.Tensor:
+    reg = torch.zeros(2, channels, 64 * 64)
+    for b in range(2):
+        for k in range(int(t.mask[b].sum())):
+            reg[b, :, t.index[b, k]] = t.regression[b, k]
+    return reg.view(2, channels, 64, 64)
+
+
+@pytest.mark.parametrize("priors", [False, True])
+def test_direction_and_size_prior_coding_round_trip(priors: bool) -> None:
+    boxes, offsets, classes = _boxes()
+    classes_k = ["vehicle", "pedestrian", "cyclist", "sign"]
+    log_priors = torch.tensor(prior_sizes(classes_k, True)).log() if priors else None
+    coding = BoxCoding(log_priors, direction=True)
+    t = assign_targets(boxes, offsets, classes, 4, GEO, coding=coding)
+    assert t.regression.shape[-1] == 9
+    car = t.regression[0, 0]
+    # the axis channels are sin/cos of twice the heading; the front logit target is 0 or 1
+    assert torch.allclose(car[6:8], torch.tensor([math.sin(0.8), math.cos(0.8)]), atol=1e-5)
+    assert float(car[8]) == 1.0  # heading 0.4: cos(0.4 - pi/4) > 0
+    assert float(t.regression[0, 1, 8]) == 0.0  # heading -2.9 points the other way
+    if priors:  # a car of the prior's size regresses log(4.5 / 4.7), not log(4.5)
+        assert float(car[3]) == pytest.approx(math.log(4.5 / 4.7), abs=1e-5)
+    logits = torch.logit(t.heatmap.clamp(1e-4, 1 - 1e-4))
+    reg = _perfect(t, 9)
+    reg[:, 8] = reg[:, 8] * 20 - 10  # targets 0/1 -> confident logits
+    dets = decode(logits, reg, GEO, score_threshold=0.5, coding=coding)
+    got = torch.cat([d.boxes for d in dets])
+    want = boxes[[0, 1, 2, 4]]
+    got = got[got[:, 0].argsort()]
+    want = want[want[:, 0].argsort()]
+    assert torch.allclose(got[:, :6], want[:, :6], atol=1e-4)
+    dh = torch.remainder(got[:, 6] - want[:, 6] + math.pi, 2 * math.pi) - math.pi
+    assert float(dh.abs().max()) < 1e-4
+    # the direction logit alone turns a box around: the axis stays, the front flips
+    reg[:, 8] = -reg[:, 8]
+    flipped = torch.cat([d.boxes for d in decode(logits, reg, GEO, score_threshold=0.5, coding=coding)])
+    flipped = flipped[flipped[:, 0].argsort()]
+    dh = torch.remainder(flipped[:, 6] - want[:, 6], 2 * math.pi)
+    assert torch.allclose(dh, torch.full_like(dh, math.pi), atol=1e-4)
+
+
+def test_head_with_priors_predicts_class_sized_boxes_from_zero_regression() -> None:
+    head = CenterHead(16, 2, 8, size_priors=prior_sizes(["vehicle", "pedestrian"], True), direction=True)
+    _, reg = head(torch.randn(1, 16, 8, 8))
+    assert reg.shape == (1, 9, 8, 8) and "log_priors" not in head.state_dict()
+    size, _ = head.coding.decode(torch.zeros(1, 9, 2), torch.tensor([[0, 1]]))
+    assert torch.allclose(size[0, :, 0], torch.tensor([4.7, 2.0, 1.7]))
+    assert torch.allclose(size[0, :, 1], torch.tensor([0.7, 0.7, 1.75]))
+    with pytest.raises(ValueError, match="channels"):
+        decode(torch.zeros(1, 2, 8, 8), torch.zeros(1, 8, 8, 8), GEO, coding=head.coding)

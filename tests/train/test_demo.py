@@ -14,7 +14,7 @@ from drivetl.train.demo import STAGES, DemoPlan, plan_stages, run_demo
 
 def test_plan_scales_frames_and_steps() -> None:
     small, big = DemoPlan.for_scale("x", 1.0), DemoPlan.for_scale("x", 4.0)
-    assert small.source_frames % 10 == 0 and small.fleet_frames == 90 and small.labeled_frames == 6
+    assert small.source_frames % 10 == 0 and small.fleet_frames == 110 and small.labeled_frames == 6
     assert big.source_frames == 4 * small.source_frames and big.pretrain_steps == 4 * small.pretrain_steps
     tiny = DemoPlan.for_scale("x", 0.01)
     assert tiny.source_frames == 10 and tiny.fleet_test_frames == 10 and tiny.pretrain_steps >= 2
@@ -123,4 +123,8 @@ def test_tiny_demo_end_to_end(tmp_path) -> None:
     assert (out / "report" / "pr_curves.png").is_file() and (
         out / "runs" / "adapt" / "adapters.safetensors"
     ).is_file()
-    assert "iou" in doc["other_matchers"]
+    # headline 3D IoU at Waymo's thresholds, then BEV IoU and centre distance of the same predictions
+    assert doc["models"][0]["result"]["config"]["matcher"] == "iou"
+    assert set(doc["other_matchers"]) == {"bev", "distance"}
+    assert set(doc["box_errors"]["adapted"]) == {"vehicle", "pedestrian"}
+    assert (out / "report" / "heading_errors.png").is_file()

@@ -11,6 +11,7 @@ from drivetl.models import instantiate
 from drivetl.train.losses import (
     alignment_loss,
     detection_loss,
+    detection_targets,
     focal_heatmap_loss,
     masked_occupancy_loss,
     total_loss,
@@ -100,3 +101,25 @@ def test_detection_loss_falls_when_fitting_one_batch(detector_spec, batch_factor
         opt.step()
         losses.append(float(loss))
     assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_direction_classifier_term_learns_the_front(detector_spec, batch_factory) -> None:
+    detector_spec["init_args"].pop("camera")
+    detector_spec["init_args"].update({"size_priors": True, "direction_classifier": True})
+    model, batch = _model(detector_spec), batch_factory(cameras=False)
+    terms = detection_loss(model(batch), batch)
+    assert set(terms) == {"det/heatmap", "det/regression", "det/direction"}
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = float(terms["det/direction"])
+    for _ in range(40):
+        loss = sum(detection_loss(model(batch), batch).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    # from about 0.2 * ln 2 (a guess) to well below, and the logit's sign names the front of most boxes
+    out = model(batch)
+    assert float(detection_loss(out, batch)["det/direction"]) < 0.5 * first
+    t = detection_targets(out, batch)
+    b = out.regression.shape[0]
+    logit = out.regression[:, 8].reshape(b, -1).gather(1, t.index)[t.mask]
+    assert float(((logit > 0).float() == t.regression[..., 8][t.mask]).float().mean()) >= 0.8
