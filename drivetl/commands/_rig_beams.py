@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from drivetl.calib.beams import estimate_beams
-    from drivetl.data.pointfile import read_points
+    from drivetl.data.formats.pointfile import read_points
 
     columns = tuple(c.strip() for c in args.bin_columns.split(","))
     scans = [read_points(path, columns=columns)[0] for path in args.scans]

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from drivetl.data.waymo._convert import convert_waymo, find_sources
+    from drivetl.data.formats.waymo._convert import convert_waymo, find_sources
     from drivetl.errors import DataError
 
     if len(args.paths) < 2:

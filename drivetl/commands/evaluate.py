@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from drivetl.errors import ConfigError
-    from drivetl.train.evaluate import evaluate, parse_range_edges
+    from drivetl.workflows.evaluate import evaluate, parse_range_edges
 
     class_map = {}
     for item in args.class_map:

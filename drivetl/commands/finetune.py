@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from drivetl.train.finetune import run_finetune
+    from drivetl.train.cli import run_finetune
 
     run_finetune(lightning_args(args, CONFIG_DIR))
     return 0

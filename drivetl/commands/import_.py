@@ -21,11 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     match args.layout:
         case "kitti":
-            from drivetl.data.kitti import import_kitti
+            from drivetl.data.formats.kitti import import_kitti
 
             summary = import_kitti(args.src, args.out, split=args.split)
         case "dgp":
-            from drivetl.data.dgp import import_dgp
+            from drivetl.data.formats.dgp import import_dgp
 
             summary = import_dgp(args.src, args.out, split=args.split)
         case _:

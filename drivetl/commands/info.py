@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from collections import Counter
     from pathlib import Path
 
-    from drivetl.data.waymo import LASER_NAMES, WaymoV1Reader
+    from drivetl.data.formats.waymo import LASER_NAMES, WaymoV1Reader
     from drivetl.errors import DataError
 
     path = Path(args.file)

@@ -60,7 +60,7 @@ class SimulationPlan:
             raise ConfigError(f"--camera-scale {self.camera_scale}: use a value in (0, 1]")
         region_stats(self.region)
         if self.format == "waymo":
-            from drivetl.data.waymo import CAMERA_NAMES, LASER_NAMES
+            from drivetl.data.formats.waymo import CAMERA_NAMES, LASER_NAMES
 
             where = self.rig.source_path or f"rig {self.rig.name}"
             for kind, names, known in (
@@ -177,7 +177,7 @@ def _render(g: int):
 
 
 def _waymo_shard(frames: list[int]) -> list[dict]:
-    from drivetl.data.waymo import RangeImageData, WaymoWriter
+    from drivetl.data.formats.waymo import RangeImageData, WaymoWriter
 
     plan: SimulationPlan = _WORKER["plan"]
     stats = []
@@ -232,8 +232,8 @@ def simulate_dataset(
             advance(len(stats))
         return summary
 
+    from drivetl.data.formats.team import TeamWriter
     from drivetl.data.records import FrameRecord
-    from drivetl.data.team import TeamWriter
 
     rig = plan.sim_rig()
     with TeamWriter(plan.out, rig) as writer:

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from drivetl.data.collate import Batch
-from drivetl.data.datamodule import DriveDataModule, WaymoRecordIndex, open_source
-from drivetl.data.waymo import WaymoWriter
-from drivetl.data.waymo._synthetic import synthetic_frame
+from drivetl.data.datamodule import DriveDataModule
+from drivetl.data.dataset import open_source
+from drivetl.data.formats.waymo import WaymoRecordIndex, WaymoWriter
+from drivetl.data.formats.waymo._synthetic import synthetic_frame
 from drivetl.errors import DataError
 
 
@@ -57,7 +58,7 @@ def test_splits_samples_and_batches(waymo_dir: Path) -> None:
     assert isinstance(batch, Batch) and batch.batch_size == 2
     assert batch.images.shape[-2:] == (32, 48) and bool(batch.camera_valid.all())
     # augmentation (a certain left/right flip) applies to training frames only
-    raw = dm.val_set.source[dm.train_set.indices[0]]
+    raw = dm.train_set.record(0)
     flipped = dm.train_set[0]
     y_raw = raw.boxes.boxes[:, 1]
     assert np.allclose(np.sort(-flipped.boxes.boxes[:, 1]), np.sort(y_raw), atol=1e-6)

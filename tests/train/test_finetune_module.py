@@ -10,15 +10,16 @@ import pytest
 import torch
 
 from drivetl.calib import load_rig, rig_from_dict, rig_to_dict
-from drivetl.data._team_example import write_example_team
 from drivetl.data.collate import collate
+from drivetl.data.datamodule import FinetuneDataModule
+from drivetl.data.formats.team._example import write_example_team
+from drivetl.data.synthetic import synthetic_sample
 from drivetl.errors import CheckpointError, ConfigError
-from drivetl.models.adapters import save_adapters
+from drivetl.models.adapters import build_adapted, load_finetuned, save_adapters
 from drivetl.models.heads import BEVGeometry
 from drivetl.train._finetune_select import heatmap_entropy, pseudo_label_batch
-from drivetl.train.finetune import FinetuneDataModule, FinetuneModule, build_adapted, load_finetuned
+from drivetl.train.finetune import FinetuneModule
 from drivetl.train.pretrain import PretrainModule
-from drivetl.train.synthetic import synthetic_sample
 
 # The tiny model gains nothing from intra-op threads (see conftest.one_thread).
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -135,7 +136,6 @@ def outputs(model, b):
 def test_adapter_round_trip(method: str, camera: bool, lidar_ckpt, fusion_ckpt, fleet_rig, tmp_path) -> None:
     ckpt = fusion_ckpt if camera else lidar_ckpt
     module = FinetuneModule(pretrained=str(ckpt), method=method, load_head=True)
-    module.rig_vectors["synthetic"] = [0.1] * 22
     perturb(module)
     b = batch(camera)
     want = outputs(module, b)
@@ -181,7 +181,7 @@ def test_class_list_change(lidar_ckpt) -> None:
     assert not torch.equal(w[2], old[2]) and not torch.equal(w[2], old[3])  # bus is new
     assert module.load_report.classes_new == ["bus"]
     assert module.load_report.classes_dropped == ["cyclist", "sign"]
-    assert module.data_defaults["classes"] == ["car", "pedestrian", "bus"]
+    assert list(module.batch_spec.classes) == ["car", "pedestrian", "bus"]
 
 
 def test_freezing_policies(lidar_ckpt) -> None:
@@ -259,7 +259,7 @@ def test_pseudo_labels_and_entropy() -> None:
 
 def test_summary_metadata_is_json(lidar_ckpt) -> None:
     module = FinetuneModule(pretrained=str(lidar_ckpt), method="film")
-    meta = module.checkpoint_metadata()
+    meta = module.finetune_metadata()
     json.dumps(meta)
     assert (
         meta["adapters"]["recipe"]

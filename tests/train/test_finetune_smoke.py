@@ -12,7 +12,7 @@ import torch
 
 from drivetl.calib import load_rig, rig_from_dict, rig_to_dict
 from drivetl.cli import main
-from drivetl.data._team_example import write_example_team
+from drivetl.data.formats.team._example import write_example_team
 from drivetl.models.adapters import read_adapter_metadata
 from drivetl.train.pretrain import PretrainModule
 
