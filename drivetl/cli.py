@@ -33,6 +33,7 @@ _COMMANDS: tuple[tuple[str, str, str], ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `drivetl` parser with one subparser per command module of `_COMMANDS`."""
     parser = argparse.ArgumentParser(
         prog="drivetl",
         description=(
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; exit code 2 with one line on stderr for a `DrivetlError`, 130 on Ctrl-C."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:

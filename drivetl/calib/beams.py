@@ -32,10 +32,12 @@ class BeamPattern:
 
     @property
     def count(self) -> int:
+        """Number of beams."""
         return int(self.inclinations.shape[0])
 
     @property
     def inclinations_deg(self) -> np.ndarray:
+        """(H,) inclinations in degrees, ascending."""
         return np.degrees(self.inclinations)
 
 

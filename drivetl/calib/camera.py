@@ -145,6 +145,7 @@ class CameraModel:
 
     @property
     def has_distortion(self) -> bool:
+        """True when any distortion coefficient is non-zero."""
         return any(c != 0.0 for c in self.distortion)
 
     @functools.cached_property

@@ -81,10 +81,12 @@ class SensorRig:
 
     @property
     def lidar_names(self) -> tuple[str, ...]:
+        """The LiDARs' names, in rig order."""
         return tuple(s.name for s in self.lidars)
 
     @property
     def camera_names(self) -> tuple[str, ...]:
+        """The cameras' names, in rig order."""
         return tuple(s.name for s in self.cameras)
 
     def lidar(self, name: str) -> LidarModel:

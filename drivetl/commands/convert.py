@@ -12,6 +12,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `drivetl convert`."""
     parser.add_argument(
         "kind", choices=["waymo"], help="source format (waymo: Waymo Open Dataset v1 TFRecords)"
     )
@@ -32,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `drivetl convert`; returns the exit code."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -15,6 +15,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `drivetl demo`."""
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="demo folder (default runs/demo)")
     parser.add_argument(
         "--scale", type=float, default=1.0, help="frames and training steps multiplier (default 1: CPU-sized)"
@@ -28,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `drivetl demo`; returns the exit code."""
     from drivetl.workflows.demo import DemoPlan, run_demo
 
     plan = DemoPlan.for_scale(args.out, args.scale, args.seed, workers=max(1, args.workers))

@@ -12,6 +12,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `drivetl import`."""
     parser.add_argument("layout", choices=("kitti", "dgp"), help="source layout")
     parser.add_argument("src", metavar="SRC", help="source folder")
     parser.add_argument("out", metavar="OUT", help="team-format folder to write")
@@ -19,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `drivetl import`; returns the exit code."""
     match args.layout:
         case "kitti":
             from drivetl.data.formats.kitti import import_kitti

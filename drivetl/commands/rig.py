@@ -15,6 +15,7 @@ _SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `drivetl rig`."""
     sub = parser.add_subparsers(dest="rig_command", metavar="RIG_COMMAND", required=True)
     for name, module_name, help_text in _SUBCOMMANDS:
         try:
@@ -29,4 +30,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `drivetl rig`; returns the exit code."""
     return int(args._rig_run(args) or 0)

@@ -55,6 +55,7 @@ class DatasetStats:
 
 @dataclass
 class CheckResult:
+    """What `run_check` found: issues, the report and its figures, the statistics (and the source's)."""
     issues: list[Issue]
     report: Path
     figures: list[Path]
@@ -63,6 +64,7 @@ class CheckResult:
 
     @property
     def has_errors(self) -> bool:
+        """True when an issue is an error (the command exits 1)."""
         return any(i.severity == "error" for i in self.issues)
 
 

@@ -64,10 +64,12 @@ class Batch:
 
     @property
     def batch_size(self) -> int:
+        """B, the number of frames."""
         return int(self.offsets.shape[0]) - 1
 
     @property
     def num_views(self) -> int:
+        """V, the number of camera views."""
         return len(self.camera_names)
 
     def check(self) -> None:

@@ -176,6 +176,7 @@ class Collate:
         self.with_samples = with_samples
 
     def __call__(self, samples: list[Sample]) -> Batch | tuple[list[Sample], Batch]:
+        """The `Batch` of `samples` (with the samples first when `with_samples`)."""
         batch = collate(samples, **self.spec.collate_kwargs())
         return (samples, batch) if self.with_samples else batch
 

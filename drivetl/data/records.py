@@ -145,6 +145,7 @@ class Boxes:
 
     @staticmethod
     def empty() -> Boxes:
+        """No boxes."""
         return Boxes(np.zeros((0, 7)), ())
 
     def select(self, mask: np.ndarray) -> Boxes:

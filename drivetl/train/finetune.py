@@ -267,11 +267,13 @@ class FinetuneModule(pl.LightningModule):
             logger.log_metrics(count.as_dict(), step=0)
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        """Keep frozen BatchNorm layers in eval mode."""
         # Lightning puts the whole model back in train mode after each validation (also mid-epoch):
         # keep frozen BatchNorm layers on their pretrained / re-estimated statistics
         frozen_norms_eval(self.model)
 
     def on_train_epoch_start(self) -> None:
+        """Take the self-training teacher (a frozen copy) once its start epoch is reached."""
         self._teacher.clear()
         if self.hparams.self_training and self.current_epoch >= self.hparams.self_training_start_epoch:
             teacher = copy.deepcopy(self.model).eval()
@@ -307,9 +309,11 @@ class FinetuneModule(pl.LightningModule):
         return loss
 
     def on_validation_epoch_start(self) -> None:
+        """Start a new accumulation of the validation scores."""
         self.scores.reset()
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        """Log the validation loss and accumulate AP, recall and entropy."""
         outputs = self(batch)
         b = batch.batch_size
         terms = detection_loss(outputs, batch)
@@ -317,6 +321,7 @@ class FinetuneModule(pl.LightningModule):
         self.scores.update(outputs, batch)
 
     def on_validation_epoch_end(self) -> None:
+        """Log val/ap, val/recall, val/entropy; ConfigError when val_ap selection has no labeled frame."""
         values = self.scores.compute()
         metric, _ = self.monitor
         if metric == "val/ap" and math.isnan(values["val/ap"]):
@@ -331,6 +336,7 @@ class FinetuneModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ optimizer
     def configure_optimizers(self):
+        """AdamW with warm-up and cosine decay over the trainable parameters."""
         params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         if not params:
             raise ConfigError("nothing to train: the freezing policy froze every parameter")

@@ -77,12 +77,14 @@ class PretrainModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ steps
     def forward(self, batch: Batch, mask_ratio: float = 0.0):
+        """`DetectorOutputs` of the detector (`mask_ratio` of LiDAR BEV cells hidden)."""
         return self.model(batch, mask_ratio=mask_ratio)
 
     def _mask_ratio(self) -> float:
         return self.hparams.mask_ratio if self.objectives.get("occupancy", 0) > 0 else 0.0
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        """The weighted objectives on one batch; each term logged."""
         self._remember(batch)
         outputs = self.model(batch, mask_ratio=self._mask_ratio())
         loss, terms = total_loss(outputs, batch, self.objectives)
@@ -93,6 +95,7 @@ class PretrainModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        """Validation losses with a fixed mask per batch, and BEV-centre recall/precision."""
         b = batch.batch_size
         # the same validation mask every epoch; the GPU's generator is forked too, or the seed below
         # would reset it and training would redraw the same masks after every validation
@@ -133,6 +136,7 @@ class PretrainModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ optimizer
     def configure_optimizers(self):
+        """AdamW with warm-up and cosine decay over every parameter."""
         return adamw_warmup_cosine(
             self.model.named_parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
             warmup_steps=self.hparams.warmup_steps, total_steps=self.trainer.estimated_stepping_batches,
@@ -147,9 +151,11 @@ class PretrainModule(pl.LightningModule):
             self._seen["image_size"] = [int(batch.images.shape[-2]), int(batch.images.shape[-1])]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store `detector_metadata` (what the encoders saw) in the checkpoint."""
         checkpoint[META_KEY] = detector_metadata(self.model, dict(self.hparams), self._seen)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore what the metadata records of the data seen (a resumed run keeps it)."""
         meta = checkpoint.get(META_KEY) or {}
         self._seen["rigs"].update(meta.get("rigs", []))
         for key in ("columns", "camera_names", "image_size"):

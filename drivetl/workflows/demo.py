@@ -57,6 +57,7 @@ class DemoPlan:
 
     @staticmethod
     def for_scale(out: str | Path, scale: float = 1.0, seed: int = 0, workers: int = 2) -> DemoPlan:
+        """The plan at `scale` (1: CPU-sized): frames and steps grow linearly, frames in whole streets."""
         if not scale > 0:
             raise ConfigError(f"--scale {scale}: use a positive number (1 = the CPU-sized demo)")
 
@@ -78,13 +79,16 @@ class DemoPlan:
 
     @property
     def fleet_frames(self) -> int:
+        """Fleet frames in all: train + val + test."""
         return self.fleet_train_frames + self.fleet_val_frames + self.fleet_test_frames
 
     @property
     def labeled_frames(self) -> int:
+        """Labeled fleet training frames (`labeled_fraction` of them, at least one)."""
         return max(1, math.ceil(self.fleet_train_frames * self.labeled_fraction))
 
     def path(self, *parts: str) -> Path:
+        """A path under the demo folder."""
         return self.out.joinpath(*parts)
 
     def params(self, stage: str) -> dict[str, Any]:
@@ -126,6 +130,7 @@ class Stage:
 
     @property
     def done(self) -> bool:
+        """True when the outputs exist (and are complete) and the record's parameters match the plan."""
         if not self.record.is_file() or not all(p.exists() for p in self.outputs):
             return False
         if self.complete is not None and not self.complete():

@@ -75,6 +75,7 @@ class EvaluationReport:
     runs: dict[str, ModelRun] = field(default_factory=dict)
 
     def table(self, level: str = "LEVEL_2") -> str:
+        """The Markdown comparison table of the models at `level`."""
         from drivetl.eval import comparison_table
 
         return comparison_table(self.results, level=level)

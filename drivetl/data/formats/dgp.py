@@ -88,6 +88,7 @@ def _load_json(path: Path) -> Any:
 
 
 def find_scene_json(src: Path) -> Path:
+    """The scene JSON of a DGP scene folder (DataError naming the folder when there is none)."""
     scenes = sorted(src.glob("scene*.json"))
     if not scenes:
         raise DataError(f"{src}: no scene*.json; pass a DGP scene folder")
@@ -117,6 +118,7 @@ class DgpScene:
         return out
 
     def samples(self) -> list[dict[str, Any]]:
+        """The scene's samples (one per frame), in scene order."""
         return list(self.scene.get("samples", []))
 
     def sample_datums(self, sample: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -137,6 +139,7 @@ class DgpScene:
         return True
 
     def rig(self, sample: Mapping[str, Any]) -> SensorRig:
+        """The `SensorRig` of a sample's calibration (built once per calibration key)."""
         key = sample["calibration_key"]
         if key not in self._rigs:
             self._rigs[key] = self._build_rig(key, sample)

@@ -173,6 +173,7 @@ def read_kitti_frame(
 def iter_kitti(
     root: str | os.PathLike, segment: str = "kitti"
 ) -> Iterator[tuple[FrameRecord, dict[str, int]]]:
+    """(record, skipped class counts) of every frame of a KITTI object folder, in frame-id order."""
     for frame in kitti_frame_ids(root):
         yield read_kitti_frame(root, frame, segment)
 

@@ -33,6 +33,7 @@ class CenterHead(nn.Module):
         self.num_classes = num_classes
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(heatmap logits, regression) of a BEV feature map (shapes: the class docstring)."""
         y = self.shared(x)
         return self.heatmap(y), self.regression(y)
 
