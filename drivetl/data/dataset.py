@@ -186,17 +186,18 @@ def held_out(n: int, fraction: float) -> int:
     return min(max(math.ceil(n * fraction), 1), n - 1) if n > 1 else 0
 
 
-def open_source(root: str | Path, fmt: str = "auto"):
+def open_source(root: str | Path, fmt: str = "auto", option: str = "--data.root"):
     """A frame source over `root`: an object with ``len`` and ``[i] -> FrameRecord``.
 
     fmt: ``waymo`` (Waymo v1 ``*.tfrecord`` files, random access by record index), ``team`` (a
     team folder with its rig.yaml), ``cache`` (the training cache of ``drivetl convert``) or
-    ``auto`` (decided from what the folder holds).
+    ``auto`` (decided from what the folder holds). option: the command-line option that named
+    `root`, for the error message.
     """
     root = Path(root)
     if not root.exists():
         raise DataError(
-            f"{root}: data folder not found (set --data.root to a Waymo TFRecord folder, a team "
+            f"{root}: data folder not found (set {option} to a Waymo TFRecord folder, a team "
             "folder or a training cache)"
         )
     if fmt == "auto":

@@ -55,12 +55,7 @@ def open_eval_data(
 ) -> EvalData:
     """Open a team folder (optionally one split of it), Waymo TFRecords or a training cache."""
     root = Path(root)
-    if not root.exists():
-        raise DataError(
-            f"{root}: data folder not found (pass --data a team folder with rig.yaml, or a "
-            "folder of Waymo *.tfrecord files)"
-        )
-    source = open_source(root, fmt)
+    source = open_source(root, fmt, option="--data")
     kind = type(source).__name__
     fmt_name = {"TeamReader": "team", "WaymoRecordIndex": "waymo", "TrainingCache": "cache"}.get(kind, fmt)
     if split is not None:
