@@ -81,6 +81,39 @@ def detector_spec_factory():
     return small_detector_spec
 
 
+@pytest.fixture(scope="session")
+def kitti_image_mask(real_data: Path):
+    """(N,) bool: which points of the real KITTI scan 000000 land in its image_2.
+
+    An oracle independent of drivetl: the calib file parsed here, each point mapped by
+    P2 @ R0_rect @ Tr_velo_to_cam, kept when its depth is positive and it falls inside the image.
+    """
+    import numpy as np
+    from PIL import Image
+
+    training = real_data / "kitti_object" / "training"
+    calib = {}
+    for line in (training / "calib" / "000000.txt").read_text().splitlines():
+        if ":" in line:
+            key, values = line.split(":", 1)
+            calib[key.strip()] = np.array(values.split(), dtype=np.float64)
+    rect = np.eye(4)
+    rect[:3, :3] = calib["R0_rect"].reshape(3, 3)
+    velo_to_cam = np.eye(4)
+    velo_to_cam[:3] = calib["Tr_velo_to_cam"].reshape(3, 4)
+    scan = np.fromfile(training / "velodyne" / "000000.bin", dtype=np.float32).reshape(-1, 4)
+    hom = np.c_[scan[:, :3].astype(np.float64), np.ones(len(scan))]
+    image = (calib["P2"].reshape(3, 4) @ rect @ velo_to_cam @ hom.T).T
+    with Image.open(training / "image_2" / "000000.png") as im:
+        width, height = im.size
+    depth = image[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u, v = image[:, 0] / depth, image[:, 1] / depth
+    mask = (depth > 0) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    assert 0 < mask.sum() < len(mask)
+    return mask
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip `gpu`-marked tests cleanly when no CUDA device is usable."""
     gpu_items = [item for item in items if "gpu" in item.keywords]

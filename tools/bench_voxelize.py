@@ -10,7 +10,10 @@ speed-up over spconv's `PointToVoxel` on the same frame (the issue's ">= 5x spco
 Extra rows: the index alone (``reduce=None, padded=False``, what a pillar net that reduces with
 `scatter_reduce` pays), the padded hard voxels (read, so they are built), and the bare custom ops
 without the Python wrapper (the difference to the first kernel row is the wrapper's overhead).
-Usage: ``python tools/bench_voxelize.py [--device cpu|cuda] [--repeats 7] [--json out.json]``.
+On CUDA, ``--profile`` adds a torch.profiler breakdown of one frame's `voxelize` call (0.1 m grid,
+mean): device time per kernel, kernel launches and host-device copies per call, so a reader sees
+whether the call is bound by launches and synchronizations or by the kernels' own work.
+Usage: ``python tools/bench_voxelize.py [--device cpu|cuda] [--repeats 7] [--json out.json] [--profile]``.
 """
 
 from __future__ import annotations
@@ -75,6 +78,46 @@ def bare_ops(points: torch.Tensor, offsets: torch.Tensor, grid: VoxelGrid) -> to
     return out[5]
 
 
+def bare_cuda_index(points: torch.Tensor, offsets: torch.Tensor, grid: VoxelGrid) -> torch.Tensor:
+    """The CUDA index op alone (no Python wrapper, no reduction): what the wrapper adds is the difference."""
+    out = torch.ops.drivetl_ops.voxel_index(points, offsets, grid.voxel_size, grid.range_min, grid.range_max,
+                                            grid.grid_shape, -1, -1, False, 0)
+    return out[0]
+
+
+def profile_cuda(points: torch.Tensor, offsets: torch.Tensor, grid: VoxelGrid, calls: int = 20) -> None:
+    """Print where one frame's CUDA `voxelize` call spends its time (torch.profiler, `calls` calls)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(3):
+        voxelize(points, offsets, grid, backend="cuda")
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            voxelize(points, offsets, grid, backend="cuda")
+        torch.cuda.synchronize()
+    wall_us = (time.perf_counter() - t0) / calls * 1e6
+    events = prof.key_averages()
+    dev_events = [e for e in events if getattr(e, "self_device_time_total", 0) > 0]
+    dev_us = sum(e.self_device_time_total for e in dev_events) / calls
+    launch_keys = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC")
+    launches = sum(e.count for e in events if e.key in launch_keys)
+    copies = sum(e.count for e in events if e.key.startswith("cudaMemcpy"))
+    syncs = sum(e.count for e in events if "Synchronize" in e.key)
+    print(f"\n== profile: voxelize, one 180k-point frame, 0.1 m grid, mean, {calls} calls (wall includes the "
+          "profiler's own overhead)")
+    print(f"per call: wall {wall_us:.1f} us; device busy {dev_us:.1f} us; kernel launches "
+          f"{launches / calls:.1f}; memcpy calls {copies / calls:.1f}; synchronize calls {syncs / calls:.1f}")
+    print(f"{'device op':70s} {'calls/call':>10s} {'us/call':>9s}")
+    for e in sorted(dev_events, key=lambda e: -e.self_device_time_total)[:20]:
+        print(f"{e.key[:70]:70s} {e.count / calls:10.1f} {e.self_device_time_total / calls:9.2f}")
+    host = sorted((e for e in events if e.self_cpu_time_total > 0), key=lambda e: -e.self_cpu_time_total)[:12]
+    print(f"{'host op':70s} {'calls/call':>10s} {'us/call':>9s}")
+    for e in host:
+        print(f"{e.key[:70]:70s} {e.count / calls:10.1f} {e.self_cpu_time_total / calls:9.2f}")
+
+
 def median_ms(fn: Callable[[], object], repeats: int, device: str) -> tuple[float, float]:
     """Median wall-clock ms and median process CPU ms (all threads) of `fn` over `repeats` runs.
 
@@ -107,6 +150,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--profile", action="store_true", help="CUDA: a torch.profiler breakdown of one call")
     args = parser.parse_args()
     dev = args.device
     threads_before = torch.get_num_threads()
@@ -136,6 +180,11 @@ def main() -> int:
         else:
             methods.append(("drivetl cuda kernel",
                             lambda p, o, g=grid: voxelize(p, o, g, backend="cuda"), None))
+            methods.append(("drivetl cuda kernel index only",
+                            lambda p, o, g=grid: voxelize(p, o, g, backend="cuda", reduce=None,
+                                                          padded=False), None))
+            methods.append(("bare cuda index op, no wrapper",
+                            lambda p, o, g=grid: bare_cuda_index(p, o, g), None))
             methods.append(("drivetl cuda kernel hard (K=32)",
                             lambda p, o, g=grid: voxelize(p, o, g, backend="cuda", reduce=None,
                                                           max_points_per_voxel=32, max_voxels=150_000).voxels,
@@ -172,6 +221,8 @@ def main() -> int:
         if ours and theirs:
             print(f"-> cpu kernel (1 thread, mean) vs spconv PointToVoxel: {theirs / ours:.1f}x faster "
                   f"({ours:.2f} ms vs {theirs:.2f} ms per frame)")
+    if args.profile and dev == "cuda":
+        profile_cuda(*single, GRIDS["voxel 0.1 m"])
     if args.json:
         from drivetl._io import atomic_write_text
 

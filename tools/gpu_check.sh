@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # GPU check, on a machine with an NVIDIA GPU (about 5-7 minutes, at most ~9): install drivetl, build
-# the CPU and CUDA ops, run every `gpu`-marked test, run the voxelization benchmarks (CUDA, then CPU),
-# measure pretraining throughput of the Waymo-scale LiDAR + camera model (bf16 mixed precision), and
-# run a 2-step `drivetl pretrain` on the GPU. Results go under ${OUT:-gpu_results}/: gpu.txt,
-# packages.txt, build_ops.txt, pytest_gpu.txt/.xml, bench_voxelize_cuda.txt/.json,
-# bench_voxelize_cpu.txt/.json, bench_train_cuda.txt/.json, pretrain_gpu_smoke.txt, summary.txt,
+# the CPU and CUDA ops, run every `gpu`-marked test (the Waymo-scale bit-exactness ones among them),
+# run the CUDA voxelization benchmark, measure pretraining throughput of the Waymo-scale LiDAR-only and
+# LiDAR + camera models (bf16 mixed precision), run a 2-step `drivetl pretrain` and a 2-step
+# `drivetl finetune` on the GPU, and last the CPU voxelization benchmark for reference. Results go
+# under ${OUT:-gpu_results}/: gpu.txt, packages.txt, build_ops.txt, pytest_gpu.txt/.xml,
+# bench_voxelize_cuda.txt/.json, bench_train_lidar_cuda.txt/.json, bench_train_cuda.txt/.json,
+# pretrain_gpu_smoke.txt, finetune_gpu_smoke.txt, bench_voxelize_cpu.txt/.json, summary.txt,
 # gpu_check.log.
 #
 # Every step runs even when an earlier one failed (unless torch sees no GPU at all); each failure is
@@ -103,17 +105,23 @@ else echo "skipped" > "$OUT_DIR/pytest_gpu.txt"; fail "GPU tests: skipped, out o
 
 step "benchmark: voxelization, CUDA"
 if t=$(cap 120) && [ -n "$t" ]; then
-    timeout "$t" "$PY" tools/bench_voxelize.py --device cuda --repeats 21 --json "$OUT_DIR/bench_voxelize_cuda.json" \
+    timeout "$t" "$PY" tools/bench_voxelize.py --device cuda --repeats 21 --profile --json "$OUT_DIR/bench_voxelize_cuda.json" \
         2>&1 | tee "$OUT_DIR/bench_voxelize_cuda.txt"
     [ "${PIPESTATUS[0]}" -eq 0 ] || fail "voxelization benchmark (CUDA)"
 else fail "voxelization benchmark (CUDA): skipped, out of time"; fi
 
-step "benchmark: voxelization, CPU (same machine, for reference)"
-if t=$(cap 150) && [ -n "$t" ]; then
-    timeout "$t" "$PY" tools/bench_voxelize.py --device cpu --repeats 5 --json "$OUT_DIR/bench_voxelize_cpu.json" \
-        2>&1 | tee "$OUT_DIR/bench_voxelize_cpu.txt"
-    [ "${PIPESTATUS[0]}" -eq 0 ] || fail "voxelization benchmark (CPU)"
-else fail "voxelization benchmark (CPU): skipped, out of time"; fi
+# Waymo-scale LiDAR-only pretraining (configs/pretrain/waymo_lidar.yaml), bf16 mixed precision, same
+# synthetic frames without cameras. Target on one H100/H200: >= 60 training frames/s.
+step "pretraining throughput: waymo_lidar, cuda, bf16-mixed"
+WORKERS="${BENCH_WORKERS:-$(( $(nproc) > 2 ? $(nproc) - 2 : 1 ))}"
+: > "$OUT_DIR/bench_train_lidar_cuda.txt"
+if t=$(cap 120) && [ -n "$t" ]; then
+    timeout "$t" "$PY" tools/bench_train.py --config configs/pretrain/waymo_lidar.yaml --device cuda \
+        --precision bf16-mixed --batch-size 16 --steps 20 --warmup 3 --workers "$WORKERS" \
+        --json "$OUT_DIR/bench_train_lidar_cuda.json" 2>&1 | tee -a "$OUT_DIR/bench_train_lidar_cuda.txt"
+    rc=${PIPESTATUS[0]}
+    [ "$rc" -eq 0 ] || fail "LiDAR-only pretraining throughput benchmark (exit $rc)"
+else fail "LiDAR-only pretraining throughput benchmark: skipped, out of time"; fi
 
 # Waymo-scale LiDAR + camera pretraining (configs/pretrain/waymo_fusion.yaml), bf16 mixed precision,
 # synthetic Waymo-scale frames (150-180k points over +-75 m, five 256 x 384 cameras). Target on one
@@ -122,12 +130,12 @@ else fail "voxelization benchmark (CPU): skipped, out of time"; fi
 step "pretraining throughput: waymo_fusion, cuda, bf16-mixed"
 bench_train() {
     timeout "$1" "$PY" tools/bench_train.py --config configs/pretrain/waymo_fusion.yaml --device cuda \
-        --precision bf16-mixed --batch-size "$2" --steps 20 --warmup 3 --workers 8 \
+        --precision bf16-mixed --batch-size "$2" --steps 20 --warmup 3 --workers "$WORKERS" \
         --json "$OUT_DIR/bench_train_cuda.json" 2>&1 | tee -a "$OUT_DIR/bench_train_cuda.txt"
     return "${PIPESTATUS[0]}"
 }
 : > "$OUT_DIR/bench_train_cuda.txt"
-if t=$(cap 240) && [ -n "$t" ]; then
+if t=$(cap 180) && [ -n "$t" ]; then
     bench_train "$t" 8; rc=$?
     if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && t=$(cap 150) && [ -n "$t" ]; then
         echo "batch 8 failed (exit $rc); retrying at batch 4" | tee -a "$OUT_DIR/bench_train_cuda.txt"
@@ -166,7 +174,7 @@ if [ -z "$smoke_data" ] && t=$(cap 120) && [ -n "$t" ]; then
 fi
 if [ -z "$smoke_data" ]; then
     fail "pretraining smoke run: no frames to train on"
-elif t=$(cap 300) && [ -n "$t" ]; then
+elif t=$(cap 180) && [ -n "$t" ]; then
     echo "frames: $smoke_data" | tee -a "$SMOKE_LOG"
     timeout "$t" "$PY" -m drivetl pretrain --config configs/pretrain/waymo_fusion.yaml \
         --data.root "$smoke_data" --trainer.accelerator gpu --trainer.devices 1 \
@@ -188,15 +196,57 @@ PYEOF
     fi
     [ "$rc" -eq 0 ] || fail "pretraining smoke run on the GPU (exit $rc)"
 else fail "pretraining smoke run: skipped, out of time"; fi
+
+# 2 fine-tuning steps (LoRA, configs/finetune/lora.yaml) from the smoke run's checkpoint, on the same
+# frames, on the GPU with bf16 mixed precision: adapters file, summary and final checkpoint written.
+step "fine-tuning smoke run on the GPU: drivetl finetune, lora, 2 steps, bf16-mixed"
+FT_LOG="$OUT_DIR/finetune_gpu_smoke.txt"
+: > "$FT_LOG"
+if [ ! -f "$WORK/run/checkpoints/last.ckpt" ]; then
+    fail "fine-tuning smoke run: no pretrained checkpoint from the smoke run"
+elif t=$(cap 150) && [ -n "$t" ]; then
+    timeout "$t" "$PY" -m drivetl finetune --config configs/finetune/lora.yaml \
+        --model.pretrained "$WORK/run/checkpoints/last.ckpt" --data.root "$smoke_data" \
+        --trainer.accelerator gpu --trainer.devices 1 --trainer.precision bf16-mixed \
+        --trainer.max_steps 2 --trainer.num_sanity_val_steps 0 --trainer.enable_progress_bar false \
+        --trainer.default_root_dir "$WORK/ft" --data.batch_size 2 --data.num_workers 2 \
+        --model.norm_batches 2 2>&1 | tee -a "$FT_LOG"
+    rc=${PIPESTATUS[0]}
+    if [ "$rc" -eq 0 ]; then
+        "$PY" - "$WORK/ft" <<'PYEOF' 2>&1 | tee -a "$FT_LOG"
+import json, sys
+from pathlib import Path
+run = Path(sys.argv[1])
+summary = json.loads((run / "finetune_summary.json").read_text())
+assert summary["steps"] == 2, summary
+assert (run / "adapters.safetensors").is_file() and (run / "finetuned.ckpt").is_file()
+print(f"finetune ok: {summary['steps']} steps, method {summary['method']}, "
+      f"trainable share {summary['trainable_share']:.4f}")
+PYEOF
+        [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+    fi
+    [ "$rc" -eq 0 ] || fail "fine-tuning smoke run on the GPU (exit $rc)"
+else fail "fine-tuning smoke run: skipped, out of time"; fi
 rm -rf "$WORK"
+
+step "benchmark: voxelization, CPU (same machine, for reference)"
+if t=$(cap 90) && [ -n "$t" ]; then
+    timeout "$t" "$PY" tools/bench_voxelize.py --device cpu --repeats 5 --json "$OUT_DIR/bench_voxelize_cpu.json" \
+        2>&1 | tee "$OUT_DIR/bench_voxelize_cpu.txt"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || fail "voxelization benchmark (CPU)"
+else fail "voxelization benchmark (CPU): skipped, out of time"; fi
+
 
 {
     echo "gpu: $(tail -n +2 "$OUT_DIR/gpu.txt" | head -1)"
     echo "packages: $(tr '\n' ';' < "$OUT_DIR/packages.txt")"
     echo "build: $(tail -1 "$OUT_DIR/build_ops.txt")"
     echo "gpu tests: $(tail -1 "$OUT_DIR/pytest_gpu.txt")"
-    echo "pretraining throughput: $(grep -E '^(baseline|ours|ratio|target)' "$OUT_DIR/bench_train_cuda.txt" | tr -s ' ' | paste -sd ';' -)"
+    echo "voxelization (CUDA): $(grep -iE '^(==|torch|drivetl|cuda)' "$OUT_DIR/bench_voxelize_cuda.txt" 2>/dev/null | tr -s ' ' | paste -sd ';' -)"
+    echo "pretraining throughput, LiDAR only: $(grep -E '^(baseline|ours|ratio|target)' "$OUT_DIR/bench_train_lidar_cuda.txt" | tr -s ' ' | paste -sd ';' -)"
+    echo "pretraining throughput, LiDAR + cameras: $(grep -E '^(baseline|ours|ratio|target)' "$OUT_DIR/bench_train_cuda.txt" | tr -s ' ' | paste -sd ';' -)"
     echo "pretraining smoke: $(grep -E '^checkpoint ok' "$SMOKE_LOG" || echo 'no checkpoint (see pretrain_gpu_smoke.txt)')"
+    echo "fine-tuning smoke: $(grep -E '^finetune ok' "$FT_LOG" || echo 'no adapters (see finetune_gpu_smoke.txt)')"
     echo "took: $(( $(date +%s) - T0 )) s"
     if [ "${#failed[@]}" -eq 0 ]; then
         echo "status: 0 (every step passed)"

@@ -38,8 +38,7 @@ def lightning_args(args: argparse.Namespace, config_dir: str) -> list[str]:
     one that only states what differs from a base (it names no ``model.class_path``): alone, it
     would silently run with the classes' defaults instead of the base's values.
     """
-    import yaml
-
+    from drivetl._io import read_yaml
     from drivetl.errors import ConfigError
 
     out: list[str] = []
@@ -49,10 +48,7 @@ def lightning_args(args: argparse.Namespace, config_dir: str) -> list[str]:
             raise ConfigError(f"{config}: config file not found (see {config_dir})")
         out += ["--config", str(config)]
     first = Path(args.config[0])
-    try:
-        doc = yaml.safe_load(first.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{first}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    doc = read_yaml(first.read_text(), str(first), ConfigError)
     model = doc.get("model") if isinstance(doc, dict) else None
     if not (isinstance(model, dict) and model.get("class_path")):
         raise ConfigError(

@@ -226,7 +226,8 @@ def canonicalize(
         pts = lp.points.astype(np.float64)
         m = np.asarray(model.vehicle_from_lidar, dtype=np.float64)
         if lp.frame == "sensor":
-            sensor_xyz = pts[:, :3]
+            # A copy: the next line overwrites pts[:, :3], and beam re-sampling needs sensor-frame xyz.
+            sensor_xyz = pts[:, :3].copy()
             pts[:, :3] = sensor_xyz @ m[:3, :3].T + m[:3, 3]
         else:
             sensor_xyz = (pts[:, :3] - m[:3, 3]) @ m[:3, :3]

@@ -1,22 +1,32 @@
-"""drivetl.eval: detection metrics (exact rotated-box IoU, AP/APH by class, range and difficulty)
-and report helpers (PR curves, per-range bars, comparison tables, BEV renders).
+"""drivetl.eval: detection metrics (exact rotated-box IoU, AP/APH by class, range and difficulty;
+score-first or Hungarian matching; a recall-grid or Waymo's score-cutoff integration, with
+`EvalConfig.waymo()` reproducing Waymo's official op) and report helpers (PR curves, per-range
+bars, comparison tables, BEV renders).
 
 Importing this package loads neither torch nor matplotlib; `DetectionEvaluator.sync` uses
 torch.distributed only when a process group is already initialized, and the plot helpers import
 matplotlib (Agg canvas, no pyplot state) when called.
 """
 
-from drivetl.eval._ap import PRCurve, average_precision, pr_curve
+from drivetl.eval._ap import (
+    PRCurve,
+    average_precision,
+    counts_curve,
+    cutoff_average_precision,
+    cutoff_curve,
+    pr_curve,
+)
 from drivetl.eval._config import (
     DEFAULT_DISTANCE_THRESHOLDS,
     DEFAULT_IOU_THRESHOLDS,
+    DEFAULT_SCORE_CUTOFFS,
     LEVELS,
     Detections,
     EvalConfig,
 )
 from drivetl.eval._evaluator import DetectionEvaluator
 from drivetl.eval._iou import bev_intersection_area, bev_iou, box_corners_bev, box_iou, iou_3d
-from drivetl.eval._matching import centre_distance, greedy_match, heading_accuracy
+from drivetl.eval._matching import centre_distance, greedy_match, heading_accuracy, hungarian_match
 from drivetl.eval._report import (
     comparison_table,
     write_bev_frame,
@@ -28,6 +38,7 @@ from drivetl.eval._result import DetectionResult, MetricEntry
 __all__ = [
     "DEFAULT_DISTANCE_THRESHOLDS",
     "DEFAULT_IOU_THRESHOLDS",
+    "DEFAULT_SCORE_CUTOFFS",
     "LEVELS",
     "DetectionEvaluator",
     "DetectionResult",
@@ -42,8 +53,12 @@ __all__ = [
     "box_iou",
     "centre_distance",
     "comparison_table",
+    "counts_curve",
+    "cutoff_average_precision",
+    "cutoff_curve",
     "greedy_match",
     "heading_accuracy",
+    "hungarian_match",
     "iou_3d",
     "pr_curve",
     "write_bev_frame",

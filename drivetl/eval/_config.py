@@ -24,6 +24,17 @@ DEFAULT_DISTANCE_THRESHOLDS: Mapping[str, float] = {
 LEVELS: tuple[str, ...] = ("LEVEL_1", "LEVEL_2")
 #: The band that covers every range.
 ALL_RANGES = "all"
+#: Score cutoffs of the official Waymo metrics configuration: 0.00, 0.01, ..., 1.00.
+DEFAULT_SCORE_CUTOFFS: tuple[float, ...] = tuple(round(i * 0.01, 2) for i in range(101))
+
+
+_CHOICES: Mapping[str, tuple[str, ...]] = {
+    "matching": ("score_first", "hungarian"),
+    "range_type": ("bev", "3d"),
+    "empty_gt": ("ignore", "drop", "level_2"),
+    "harder_matches": ("ignore", "true_positive"),
+    "ap_integration": ("recall_grid", "score_cutoffs"),
+}
 
 
 def _threshold_map(value: Mapping[str, float], classes: Sequence[str], what: str) -> dict[str, float]:
@@ -36,19 +47,33 @@ def _threshold_map(value: Mapping[str, float], classes: Sequence[str], what: str
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Settings of `DetectionEvaluator`.
+    """Settings of `DetectionEvaluator` (docs/evaluate.md explains each choice).
 
     classes: classes evaluated (predictions and ground truth of other classes are ignored).
     matcher: "iou" (rotated-box IoU of type `iou_type`, "3d" or "bev") or "distance" (BEV
         distance of box centres, metres, nuScenes-like).
     iou_thresholds / distance_thresholds: per class; a match needs IoU >= threshold, or centre
         distance <= threshold.
+    matching: "score_first" (predictions by descending score each take the free ground truth they
+        overlap most; COCO's, Waymo's TYPE_SCORE_FIRST) or "hungarian" (Waymo's default: at each
+        score threshold, the assignment of that threshold's predictions that maximizes the summed
+        IoU of pairs above the class threshold).
     range_edges: increasing band edges in metres (last may be inf); band i is
-        [edges[i], edges[i+1]) of the BEV range sqrt(x^2 + y^2) of a box centre from the vehicle origin.
+        [edges[i], edges[i+1]) of the range of a box centre from the vehicle origin, measured as
+        `range_type`: "bev" sqrt(x^2 + y^2) or "3d" sqrt(x^2 + y^2 + z^2) (Waymo's RANGE breakdown).
     level1_min_points: ground truth with at least this many LiDAR points is LEVEL_1 (Waymo: > 5).
-    ignore_empty_gt: ground truth with 0 points is ignored (Waymo); else it counts as LEVEL_2.
-    recall_points: AP is the mean interpolated precision on this many evenly spaced recalls in
-        [0, 1] (101 as COCO); 0 gives the exact area under the interpolated curve.
+    empty_gt: ground truth with 0 points is "ignore"d (a prediction matched to it is neither a true
+        nor a false positive), "drop"ped before matching (Waymo's evaluation tool: a prediction on
+        it is a false positive), or counted as "level_2".
+    harder_matches: at LEVEL_1, what a prediction matched to LEVEL_2 ground truth counts as:
+        "ignore" (neither true nor false positive) or "true_positive" (Waymo's op; the unmatched
+        LEVEL_2 box is still no false negative).
+    ap_integration: "recall_grid": AP is the mean interpolated precision on `recall_points` evenly
+        spaced recalls in [0, 1] (101 as COCO; 0 gives the exact area under the interpolated
+        curve), with curve points at every distinct score; "score_cutoffs": Waymo's op, precision
+        and recall at each of `score_cutoffs` (compared in float32 as the op does) and the
+        max-precision-to-the-right curve integrated by trapezoids, with points added every
+        `recall_delta` across wider recall gaps.
     """
 
     classes: tuple[str, ...] = CLASSES
@@ -58,10 +83,16 @@ class EvalConfig:
     distance_thresholds: Mapping[str, float] = field(
         default_factory=lambda: dict(DEFAULT_DISTANCE_THRESHOLDS)
     )
+    matching: Literal["score_first", "hungarian"] = "score_first"
     range_edges: tuple[float, ...] = (0.0, 30.0, 50.0, math.inf)
+    range_type: Literal["bev", "3d"] = "bev"
     level1_min_points: int = 6
-    ignore_empty_gt: bool = True
+    empty_gt: Literal["ignore", "drop", "level_2"] = "ignore"
+    harder_matches: Literal["ignore", "true_positive"] = "ignore"
+    ap_integration: Literal["recall_grid", "score_cutoffs"] = "recall_grid"
     recall_points: int = 101
+    score_cutoffs: tuple[float, ...] = DEFAULT_SCORE_CUTOFFS
+    recall_delta: float = 0.05
 
     def __post_init__(self) -> None:
         classes = tuple(str(c) for c in self.classes)
@@ -88,6 +119,62 @@ class EvalConfig:
         object.__setattr__(self, "range_edges", edges)
         if self.recall_points == 1 or self.recall_points < 0:
             raise ConfigError(f"evaluation config: recall_points must be 0 or >= 2, got {self.recall_points}")
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"evaluation config: {name} must be one of {allowed}, got {getattr(self, name)!r}"
+                )
+        cutoffs = tuple(float(c) for c in self.score_cutoffs)
+        if not cutoffs or any(b <= a for a, b in zip(cutoffs, cutoffs[1:], strict=False)):
+            raise ConfigError(
+                "evaluation config: score_cutoffs must be non-empty and strictly increasing, "
+                f"got {cutoffs[:5]}..."
+            )
+        object.__setattr__(self, "score_cutoffs", cutoffs)
+        if not 0.0 < float(self.recall_delta) <= 1.0:
+            raise ConfigError(f"evaluation config: recall_delta must lie in (0, 1], got {self.recall_delta}")
+        object.__setattr__(self, "recall_delta", float(self.recall_delta))
+
+    @classmethod
+    def waymo(cls, **overrides: Any) -> EvalConfig:
+        """The choices of Waymo's official detection metrics (its op and evaluation tool).
+
+        3D IoU at 0.7 / 0.5, Hungarian matching per score cutoff, cutoffs 0.00..1.00 with the op's
+        integration, 3D range bands [0, 30), [30, 50), [50, inf), LEVEL_2 matches counted as true
+        positives at LEVEL_1, ground truth without points dropped. `overrides` replace any field.
+        """
+        settings: dict[str, Any] = {
+            "matcher": "iou", "iou_type": "3d", "iou_thresholds": dict(DEFAULT_IOU_THRESHOLDS),
+            "matching": "hungarian", "range_edges": (0.0, 30.0, 50.0, math.inf), "range_type": "3d",
+            "level1_min_points": 6, "empty_gt": "drop", "harder_matches": "true_positive",
+            "ap_integration": "score_cutoffs", "score_cutoffs": DEFAULT_SCORE_CUTOFFS, "recall_delta": 0.05,
+        }
+        settings.update(overrides)
+        return cls(**settings)
+
+    def describe(self) -> str:
+        """One line naming the matching, the AP integration and what APH weights (for reports)."""
+        matching = {
+            "score_first": "score-first greedy matching",
+            "hungarian": "Hungarian matching per score threshold",
+        }[self.matching]
+        if self.ap_integration == "recall_grid":
+            ap = (
+                f"AP = mean interpolated precision at {self.recall_points} recalls"
+                if self.recall_points
+                else "AP = area under the interpolated curve"
+            )
+        else:
+            ap = (
+                f"AP integrated over {len(self.score_cutoffs)} score cutoffs "
+                f"(Waymo's op, recall step {self.recall_delta:g})"
+            )
+        empty = {"ignore": "ignored", "drop": "dropped", "level_2": "LEVEL_2"}[self.empty_gt]
+        harder = {"ignore": "ignored", "true_positive": "true positives"}[self.harder_matches]
+        return (
+            f"{matching}; {ap}; APH weights the precision by heading accuracy; {self.range_type.upper()} "
+            f"ranges; boxes without points {empty}; LEVEL_2 matches at LEVEL_1 {harder}"
+        )
 
     def threshold(self, cls: str) -> float:
         """The match threshold of `cls`: an IoU, or a distance in metres for the distance matcher."""
@@ -106,6 +193,14 @@ class EvalConfig:
         pairs = list(zip(self.range_edges, self.range_edges[1:], strict=False))
         return [(0.0, math.inf), *pairs]
 
+    def box_range(self, boxes: np.ndarray) -> np.ndarray:
+        """Range of box centres from the vehicle origin: (M, 7) boxes -> (M,) float64 metres,
+        sqrt(x^2 + y^2) or, for `range_type` "3d", sqrt(x^2 + y^2 + z^2)."""
+        centres = np.asarray(boxes, np.float64).reshape(-1, 7)[:, :3]
+        if self.range_type == "3d":
+            return np.sqrt((centres**2).sum(axis=1))
+        return np.hypot(centres[:, 0], centres[:, 1])
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (an infinite range edge is written as null)."""
         return {
@@ -115,14 +210,25 @@ class EvalConfig:
             "iou_thresholds": dict(self.iou_thresholds),
             "distance_thresholds": dict(self.distance_thresholds),
             "range_edges": [None if math.isinf(e) else e for e in self.range_edges],
+            "range_type": self.range_type,
             "level1_min_points": self.level1_min_points,
-            "ignore_empty_gt": self.ignore_empty_gt,
+            "empty_gt": self.empty_gt,
+            "harder_matches": self.harder_matches,
+            "matching": self.matching,
+            "ap_integration": self.ap_integration,
             "recall_points": self.recall_points,
+            "score_cutoffs": list(self.score_cutoffs),
+            "recall_delta": self.recall_delta,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EvalConfig:
+        """Inverse of `to_dict`; files written before `empty_gt` existed give `ignore_empty_gt`."""
         d = dict(data)
+        if "ignore_empty_gt" in d and "empty_gt" not in d:
+            d["empty_gt"] = "ignore" if d.pop("ignore_empty_gt") else "level_2"
+        if "score_cutoffs" in d:
+            d["score_cutoffs"] = tuple(d["score_cutoffs"])
         if "classes" in d:
             d["classes"] = tuple(d["classes"])
         if "range_edges" in d:

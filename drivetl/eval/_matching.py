@@ -1,4 +1,5 @@
-"""Greedy score-first matching of predictions to ground truth, and the heading accuracy of a match."""
+"""Matching predictions to ground truth (score-first greedy, or Hungarian), and the heading accuracy
+of a match."""
 
 from __future__ import annotations
 
@@ -43,6 +44,26 @@ def greedy_match(
         free[j] = False
         status[i] = IGNORED if ignore[j] else TRUE_POSITIVE
     return status, matched
+
+
+def hungarian_match(weight: np.ndarray) -> np.ndarray:
+    """The assignment of predictions to ground truth that maximizes the summed weight of its pairs.
+
+    weight: (P, G) float >= 0, larger is better, 0 where a pair cannot match (Waymo's Hungarian
+    matcher uses the IoU quantized to 1e-6 of the pairs at or above the class threshold). Each
+    prediction and each ground truth is used at most once; pairs of weight 0 are never matched.
+    Returns matched (P,) int64: ground-truth index, or -1.
+    """
+    w = np.asarray(weight, np.float64)
+    matched = np.full(w.shape[0], -1, np.int64)
+    if w.size == 0 or not (w > 0).any():
+        return matched
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(w, maximize=True)
+    ok = w[rows, cols] > 0
+    matched[rows[ok]] = cols[ok]
+    return matched
 
 
 def heading_accuracy(pred_heading: np.ndarray, gt_heading: np.ndarray) -> np.ndarray:

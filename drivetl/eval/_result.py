@@ -66,7 +66,6 @@ class MetricEntry:
         curve = PRCurve(
             recall=recall,
             precision=np.asarray(c["precision"], np.float64),
-            heading_recall=recall,
             heading_precision=np.asarray(c["heading_precision"], np.float64),
             scores=np.full(recall.shape, np.nan),
         )

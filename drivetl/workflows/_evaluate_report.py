@@ -141,6 +141,7 @@ def render_markdown(results, models, data_info, fusion, warnings, bev, figures, 
             else "every box"
         ),
         f"- matching: {data_info.get('matching')}",
+        *([f"- metrics: {next(iter(results.values())).config.describe()}"] if results else []),
         "",
     ]
     lines += [

@@ -113,6 +113,57 @@ def test_canonicalize_with_target_beams():
     assert len(sample.points) == info["kept_points"]
 
 
+def _in_vehicle_frame(rec: FrameRecord) -> FrameRecord:
+    """The same scans as `rec` (stored in each LiDAR's frame), stored in the vehicle frame instead."""
+    lidars = {}
+    for name, lp in rec.lidars.items():
+        m = rec.rig.lidar(name).vehicle_from_lidar
+        pts = lp.points.astype(np.float64)
+        pts[:, :3] = pts[:, :3] @ m[:3, :3].T + m[:3, 3]
+        lidars[name] = LidarPoints(name, pts.astype(np.float32), lp.columns, frame="vehicle")
+    return dataclasses.replace(rec, lidars=lidars)
+
+
+def test_beam_resampling_is_the_same_for_sensor_and_vehicle_frame_points():
+    # waymo_like's TOP sits 2.18 m up and is yawed on its mount: elevations seen from the vehicle
+    # origin are not the beams' inclinations, so measuring them there keeps the wrong points.
+    rig = _rig("waymo_like", columns=900)
+    target = _rig("fleet_xt32").lidars[0]
+    rec_sensor = example_record(rig, KEY, seed=4)
+    rec_vehicle = _in_vehicle_frame(rec_sensor)
+    assert rec_vehicle.lidars["TOP"].frame == "vehicle"
+    info_s: dict = {}
+    info_v: dict = {}
+    from_sensor = canonicalize(rec_sensor, target_beams=target, report=info_s, decode_images=False)
+    from_vehicle = canonicalize(rec_vehicle, target_beams=target, report=info_v, decode_images=False)
+
+    # The oracle: the mask from the scan in its own frame, where the beam inclinations are defined.
+    sensor_xyz = rec_sensor.lidars["TOP"].points[:, :3].astype(np.float64)
+    src = np.sort(rig.lidars[0].inclinations)
+    mask = beam_resample_mask(sensor_xyz, src, target.inclinations)
+    assert 0 < mask.sum() < len(mask)
+    assert info_s["kept_points"] == info_v["kept_points"] == mask.sum()
+    m = rig.lidars[0].vehicle_from_lidar
+    expected = sensor_xyz[mask] @ m[:3, :3].T + m[:3, 3]  # the rig's ground is z = 0
+    np.testing.assert_allclose(from_sensor.points[:, :3], expected, atol=1e-4)
+    np.testing.assert_allclose(from_vehicle.points[:, :3], expected, atol=1e-4)
+
+    # Every kept point lies within half a (source) beam spacing of a target beam, measured in the
+    # sensor frame from the canonical points.
+    kept_sensor = (from_vehicle.points[:, :3].astype(np.float64) - m[:3, 3]) @ m[:3, :3]
+    src_idx, _ = nearest_beam(point_inclinations(kept_sensor), src)
+    _, to_target = nearest_beam(point_inclinations(kept_sensor), np.sort(target.inclinations))
+    half = 0.5 * np.minimum(np.diff(src, prepend=-np.inf), np.diff(src, append=np.inf))
+    assert (to_target <= half[src_idx] + 1e-6).all()
+    # Each target beam that some scanned point lies close to keeps points close to it.
+    tgt = np.sort(target.inclinations)
+    _, gap_scan = nearest_beam(tgt, np.sort(point_inclinations(sensor_xyz)))
+    _, gap_kept = nearest_beam(tgt, np.sort(point_inclinations(kept_sensor)))
+    reachable = gap_scan < np.radians(0.25)
+    assert reachable.sum() >= 15
+    assert (gap_kept[reachable] < np.radians(0.25)).all()
+
+
 def test_size_shift_scales_points_with_the_box():
     boxes = Boxes(np.array([[10.0, 2.0, 0.8, 4.0, 2.0, 1.6, 0.7]]), ("vehicle",))
     rng = np.random.default_rng(0)

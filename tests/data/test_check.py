@@ -83,24 +83,24 @@ def test_fleet_against_waymo_like_flags_intensity_and_mounting(sims, tmp_path):
     assert "Result: **OK**" in text
 
 
-def _kitti_report(real_data, tmp_path, *flags) -> str:
+def _kitti_report(real_data, tmp_path, mask, *flags) -> str:
     team = tmp_path / "kitti"
     assert main(["import", "kitti", str(real_data / "kitti_object" / "training"), str(team)]) == 0
     assert main(["check", str(team), "--out", str(tmp_path / "r"), *flags]) == 0
     text = (tmp_path / "r" / "report.md").read_text()
     count = int(text.split("camera_2: ")[1].split()[0])
-    assert 18_000 < count < 23_000
+    assert count == int(mask.sum())  # the first frame's points that land in image_2
     return text
 
 
-def test_real_kitti_report(real_data, tmp_path):
-    text = _kitti_report(real_data, tmp_path, "--no-figures")
+def test_real_kitti_report(real_data, tmp_path, kitti_image_mask):
+    text = _kitti_report(real_data, tmp_path, kitti_image_mask, "--no-figures")
     assert "Result: **OK**" in text and not list((tmp_path / "r").glob("*.png"))
 
 
 @pytest.mark.slow
-def test_real_kitti_report_with_figures(real_data, tmp_path):
-    text = _kitti_report(real_data, tmp_path)
+def test_real_kitti_report_with_figures(real_data, tmp_path, kitti_image_mask):
+    text = _kitti_report(real_data, tmp_path, kitti_image_mask)
     assert (
         "(overlay_camera_2.png)" in text and (tmp_path / "r" / "overlay_camera_2.png").stat().st_size > 10_000
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from drivetl.data.canonicalize import canonicalize
 from drivetl.data.collate import Batch
 from drivetl.data.datamodule import DriveDataModule
 from drivetl.data.dataset import open_source
@@ -57,11 +58,35 @@ def test_splits_samples_and_batches(waymo_dir: Path) -> None:
     batch = next(iter(dm.train_dataloader()))
     assert isinstance(batch, Batch) and batch.batch_size == 2
     assert batch.images.shape[-2:] == (32, 48) and bool(batch.camera_valid.all())
-    # augmentation (a certain left/right flip) applies to training frames only
-    raw = dm.train_set.record(0)
+    # The last two frames are held out for validation.
+    (val,), (train,) = dm.val_set.sets, dm.train_set.sets
+    source = val.source
+    assert [source[i].key.timestamp_us for i in val.indices] == [1_000_003, 1_000_004]
+    assert not set(val.indices) & set(train.indices)
+
+    def canonical(index: int):
+        return canonicalize(source[index], lidars=["TOP"])
+
+    # Augmentation (a certain left/right flip) applies to training frames: x, z kept, y mirrored.
+    plain = canonical(train.indices[0])
     flipped = dm.train_set[0]
-    y_raw = raw.boxes.boxes[:, 1]
-    assert np.allclose(np.sort(-flipped.boxes.boxes[:, 1]), np.sort(y_raw), atol=1e-6)
+    np.testing.assert_allclose(flipped.points[:, [0, 2, 3]], plain.points[:, [0, 2, 3]], atol=1e-5)
+    np.testing.assert_allclose(flipped.points[:, 1], -plain.points[:, 1], atol=1e-5)
+    np.testing.assert_allclose(flipped.boxes.boxes[:, 1], -plain.boxes.boxes[:, 1], atol=1e-6)
+    np.testing.assert_allclose(flipped.boxes.boxes[:, 6], -plain.boxes.boxes[:, 6], atol=1e-6)
+    # ... and never to validation frames: each is its canonical frame, every time it is read,
+    # sample by sample and in the validation batches.
+    for i, index in enumerate(val.indices):
+        expected = canonical(index)
+        for _ in range(2):
+            got = dm.val_set[i]
+            np.testing.assert_array_equal(got.points[:, :4], expected.points[:, :4])
+            np.testing.assert_array_equal(got.boxes.boxes, expected.boxes.boxes)
+            for name, image in expected.images.items():
+                np.testing.assert_array_equal(got.images[name], image)
+    val_batch = next(iter(dm.val_dataloader()))
+    expected_points = np.concatenate([canonical(i).points[:, :4] for i in val.indices])
+    np.testing.assert_array_equal(val_batch.points[:, :4].numpy(), expected_points)
 
 
 def test_lidar_only_module(waymo_dir: Path) -> None:

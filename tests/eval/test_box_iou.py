@@ -7,10 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from drivetl.eval import bev_intersection_area, bev_iou, box_corners_bev, box_iou, iou_3d
+from drivetl.eval._iou import _CHUNK
 
 
 def _box(x=0.0, y=0.0, z=0.0, length=1.0, width=1.0, height=1.0, heading=0.0) -> np.ndarray:
@@ -120,8 +121,35 @@ _angle = st.floats(-math.pi, math.pi, allow_nan=False)
 _box_st = st.tuples(_coord, _coord, _coord, _size, _size, _size, _angle)
 
 
+def _diagonal_neighbour(box: tuple, dx: float, dy: float, **changes: float) -> tuple:
+    """`box` moved by (dx, dy) in its own length/width axes, with some fields changed."""
+    x, y, z, length, width, height, heading = box
+    c, s = math.cos(heading), math.sin(heading)
+    fields = dict(x=x + c * dx - s * dy, y=y + s * dx + c * dy, z=z, length=length, width=width,
+                  height=height, heading=heading)
+    fields.update(changes)
+    return tuple(fields[k] for k in ("x", "y", "z", "length", "width", "height", "heading"))
+
+
+# Boxes whose footprints overlap only in a small region around a corner: their centres are farther
+# apart than the sum of max(length, width) / 2, but not of the circumscribed radii hypot(l, w) / 2.
+_UNIT = (0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0)
+_TILTED = (-1.0, 0.5, 0.2, 1.0, 1.0, 1.0, 0.7)
+_SQUARE = (0.5, -0.5, 0.0, 2.0, 2.0, 1.5, -2.0)
+_CORNER_CASES = [
+    ([_UNIT], [_diagonal_neighbour(_UNIT, 0.9, 0.9)]),  # 0.1 x 0.1 overlap
+    ([_TILTED], [_diagonal_neighbour(_TILTED, 0.95, -0.95)]),  # same, rotated, 0.05 x 0.05
+    ([_SQUARE], [_diagonal_neighbour(_SQUARE, -1.4, 1.4, length=1.0, width=1.0)]),  # 2x2 and 1x1
+    ([_UNIT, _SQUARE], [_diagonal_neighbour(_SQUARE, 1.45, 1.45, length=1.0, width=1.0, z=0.3)]),
+]
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(_box_st, min_size=1, max_size=5), st.lists(_box_st, min_size=1, max_size=5))
+@example(*_CORNER_CASES[0])
+@example(*_CORNER_CASES[1])
+@example(*_CORNER_CASES[2])
+@example(*_CORNER_CASES[3])
 def test_matches_polygon_clipping_oracle(boxes_a, boxes_b):
     a, b = np.array(boxes_a), np.array(boxes_b)
     areas = bev_intersection_area(a, b)
@@ -146,3 +174,44 @@ def test_many_boxes_at_once_match_pairwise_calls():
     assert full.shape == (n, n) and (full > 0).sum() > n
     for i in rng.integers(0, n, 10):
         np.testing.assert_allclose(full[i], iou_3d(a[i:i + 1], b)[0], atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("case", "area"),
+    zip(_CORNER_CASES, [0.1**2, 0.05**2, 0.1**2, 0.05**2], strict=True),
+    ids=["unit-squares", "rotated", "unequal-squares", "second-row"],
+)
+def test_corner_overlaps_are_found(case, area):
+    # The examples above are what they claim: squares sharing a heading whose corners overlap in a
+    # small square (side: half the sum of their sides minus the offset along each axis), with
+    # centres beyond the reach of max(length, width) / 2 but within the circumscribed circles.
+    a, b = np.array(case[0][-1:]), np.array(case[1])
+    dist = np.hypot(*(a[0, :2] - b[0, :2]))
+    circumscribed = (np.hypot(*a[0, 3:5]) + np.hypot(*b[0, 3:5])) / 2
+    assert a[0, 3:5].max() / 2 + b[0, 3:5].max() / 2 < dist < circumscribed
+    assert bev_intersection_area(a, b)[0, 0] == pytest.approx(area, rel=1e-6)
+    assert bev_intersection_area(np.array(case[0]), b)[-1, 0] == pytest.approx(area, rel=1e-6)
+
+
+def test_more_candidate_pairs_than_one_chunk():
+    # 1,000 boxes packed close together give several chunks of candidate pairs; each box's own
+    # match (a slightly moved copy) must come out as the clipping oracle and a call for that pair alone.
+    rng = np.random.default_rng(7)
+    n = 1000
+    a = np.c_[rng.uniform(-15, 15, (n, 2)), rng.uniform(0, 2, n), rng.uniform(1, 5, (n, 3)),
+              rng.uniform(-math.pi, math.pi, n)]
+    b = a + np.c_[rng.normal(0, 0.3, (n, 3)), np.zeros((n, 3)), rng.normal(0, 0.1, n)]
+    radius_a, radius_b = np.hypot(a[:, 3], a[:, 4]) / 2, np.hypot(b[:, 3], b[:, 4]) / 2
+    dist = np.hypot(a[:, None, 0] - b[None, :, 0], a[:, None, 1] - b[None, :, 1])
+    assert (dist <= radius_a[:, None] + radius_b[None, :]).sum() > 3 * _CHUNK
+    ca, cb = box_corners_bev(a), box_corners_bev(b)
+    clipped = [_clip_area([tuple(p) for p in ca[i]], [tuple(p) for p in cb[i]]) for i in range(n)]
+    np.testing.assert_allclose(np.diag(bev_intersection_area(a, b)), clipped, rtol=1e-9, atol=1e-9)
+    full = iou_3d(a, b)
+    alone = np.array([iou_3d(a[i:i + 1], b[i:i + 1])[0, 0] for i in range(n)])
+    assert (alone > 0).all()
+    np.testing.assert_allclose(np.diag(full), alone, atol=1e-12)
+    # Whole rows and columns (pairs spread over every chunk) agree with one-row calls too.
+    for i in rng.integers(0, n, 5):
+        np.testing.assert_allclose(full[i], iou_3d(a[i:i + 1], b)[0], atol=1e-12)
+        np.testing.assert_allclose(full[:, i], iou_3d(a, b[i:i + 1])[:, 0], atol=1e-12)

@@ -71,8 +71,8 @@ def test_quarter_turn_on_square_boxes_halves_heading_weight():
     turned[:, 6] += math.pi / 2  # a square turned 90 degrees: IoU 1, weight 1 - (pi/2)/pi = 0.5
     res = _run([(_det(turned, [0.9, 0.8]), _gt(gt_boxes))], EvalConfig(recall_points=0))
     assert res.ap("vehicle") == 1.0
-    # heading precision 0.5 up to heading recall 0.5, nothing beyond: area 0.5 * 0.5
-    assert res.aph("vehicle") == pytest.approx(0.25, abs=1e-12)
+    # heading precision 0.5 at recalls 1/2 and 1 (only precision is weighted): area 1 * 0.5
+    assert res.aph("vehicle") == pytest.approx(0.5, abs=1e-12)
 
 
 def test_empty_predictions_give_zero_and_empty_everything_gives_nan():
@@ -177,7 +177,7 @@ def test_difficulty_levels_from_points_and_labels():
     assert (l2.num_gt, l2.num_pred, l2.num_tp) == (4, 3, 3)
     assert l2.ap == pytest.approx(0.75)
     # Counting empty boxes makes the 0-point box LEVEL_2 ground truth.
-    res = _run([(pred, gt)], EvalConfig(ignore_empty_gt=False, recall_points=0))
+    res = _run([(pred, gt)], EvalConfig(empty_gt="level_2", recall_points=0))
     l2 = res.get("vehicle", level="LEVEL_2")
     assert (l2.num_gt, l2.num_tp) == (5, 4) and l2.ap == pytest.approx(0.8)
     assert res.get("vehicle", level="LEVEL_1").num_gt == 2

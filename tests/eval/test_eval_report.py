@@ -105,6 +105,25 @@ def test_bev_frame_render(tmp_path):
     auto = write_bev_frame(tmp_path / "auto.png", gt, pred)  # extent fitted to the boxes
     assert auto.is_file()
 
+    # Which predictions are drawn: the pixels each one changes on its own, against those the
+    # thresholded render changes (same title, so only the boxes differ).
+    def render(name: str, keep: list[int], threshold: float = 0.0) -> np.ndarray:
+        sub = Detections(pred.boxes[keep], pred.scores[keep], [pred.classes[i] for i in keep])
+        out = write_bev_frame(tmp_path / f"{name}.png", gt, sub, points=points, extent=50.0,
+                              score_threshold=threshold, title="frame")
+        with Image.open(out) as im:
+            return np.asarray(im.convert("RGB")).astype(int)
+
+    base = render("none", [])
+    alone = [np.abs(render(f"only{i}", [i]) - base).sum(-1) > 0 for i in range(3)]
+    assert all(mask.sum() > 20 for mask in alone)  # each would be visible in this view
+    assert not (alone[0] & alone[2]).any()
+    drawn = np.abs(render("thresholded", [0, 1, 2], threshold=0.5) - base).sum(-1) > 0
+    np.testing.assert_array_equal(drawn, alone[0] | alone[2])  # the two at or above 0.5, not 0.3
+    # Without a threshold the third one is drawn as well.
+    everything = np.abs(render("all", [0, 1, 2]) - base).sum(-1) > 0
+    np.testing.assert_array_equal(everything, alone[0] | alone[1] | alone[2])
+
 
 def test_importing_eval_loads_neither_torch_nor_matplotlib():
     code = (

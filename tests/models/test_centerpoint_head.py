@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from drivetl.models.heads import REGRESSION, BEVGeometry, CenterHead, assign_targets, decode, gaussian_radius
@@ -44,6 +45,15 @@ def test_targets_peak_at_centres_and_regress_the_box() -> None:
 def test_gaussian_radius_grows_with_size() -> None:
     r = gaussian_radius(torch.tensor([2.0, 8.0, 20.0]), torch.tensor([2.0, 4.0, 8.0]))
     assert bool((r[1:] > r[:-1]).all()) and bool((r > 0).all())
+    # Hand-computed, the smallest of the three cases (here always the third,
+    # r3 = (b3 + sqrt(b3^2 - 4 a3 c3)) / 2 with a3 = 4o, b3 = -2o(l + w), c3 = (o - 1) l w):
+    # an 8 x 4 box at o = 0.1: b3 = -2.4, b3^2 - 4 a3 c3 = 5.76 + 46.08 = 51.84 = 7.2^2 -> 2.4
+    # (the other cases give 9.13 and 17.37).
+    assert float(r[1]) == pytest.approx(2.4, abs=1e-5)
+    # A square of side s: the discriminant is 16 o s^2, so r3 = 2 s (sqrt(o) - o).
+    for side, overlap in ((2.0, 0.1), (5.0, 0.1), (3.0, 0.5)):
+        got = gaussian_radius(torch.tensor([side]), torch.tensor([side]), min_overlap=overlap)
+        assert float(got[0]) == pytest.approx(2 * side * (math.sqrt(overlap) - overlap), abs=1e-5)
 
 
 def test_decode_inverts_perfect_predictions() -> None:

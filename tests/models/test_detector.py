@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -29,18 +30,24 @@ def test_outputs_and_nothing_stashed(make_detector, syn_batch) -> None:
 def test_missing_cameras_equal_dropped_cameras(make_detector, make_batch) -> None:
     det = make_detector(camera_dropout=1.0).eval()
     with_cams = make_batch()
-    # eval: no dropout; a batch whose cameras are all invalid behaves like a LiDAR-only frame
-    import dataclasses
-
     blind = dataclasses.replace(with_cams, camera_valid=torch.zeros_like(with_cams.camera_valid))
-    out_blind = det(blind)
-    assert float(out_blind.camera.coverage.sum()) == 0.0
-    det.train()
-    torch.manual_seed(0)
-    out_drop = det(with_cams)
-    assert not bool(out_drop.camera_kept.any())
     no_view = make_batch(cameras=False)
-    assert det.eval()(no_view).heatmap.shape == out_blind.heatmap.shape
+    assert torch.equal(no_view.points, with_cams.points)  # the same LiDAR frames
+    # eval (no dropout): the cameras change the output, so equal heatmaps below mean something.
+    out_cams, out_blind, out_none = det(with_cams), det(blind), det(no_view)
+    assert bool(out_cams.camera_kept.all())
+    assert float(out_blind.camera.coverage.sum()) == 0.0
+    assert not torch.allclose(out_cams.heatmap, out_blind.heatmap)
+    # A batch whose cameras are all invalid and one without camera views give the same heatmaps.
+    torch.testing.assert_close(out_none.heatmap, out_blind.heatmap, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out_none.regression, out_blind.regression, rtol=0, atol=1e-6)
+    # training with camera dropout 1.0: the camera branch is dropped for every frame, and the
+    # outputs are those of the blind batch in the same mode.
+    det.train()
+    out_drop, out_blind_train = det(with_cams), det(blind)
+    assert not bool(out_drop.camera_kept.any())
+    torch.testing.assert_close(out_drop.heatmap, out_blind_train.heatmap, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out_drop.fused, out_blind_train.fused, rtol=0, atol=1e-6)
 
 
 def test_lidar_only_model(make_detector, make_batch) -> None:
@@ -58,7 +65,7 @@ def test_shipped_configs_build(path: Path) -> None:
 
 
 def test_instantiate_refuses_foreign_classes() -> None:
-    with pytest.raises(ConfigError, match="drivetl class"):
+    with pytest.raises(ConfigError, match="not a detector component"):
         instantiate({"class_path": "os.system", "init_args": {"command": "true"}})
     with pytest.raises(ConfigError, match="cannot build"):
         instantiate({"class_path": "drivetl.models.LidarEncoder", "init_args": {"nonsense": 1}})

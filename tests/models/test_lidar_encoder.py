@@ -90,13 +90,33 @@ def test_gradients_reach_the_point_net_and_deterministic() -> None:
 
 
 def test_elongation_column_used_when_present() -> None:
-    enc = _encoder(use_elongation=True)
+    cols = ("x", "y", "z", "intensity")
+    enc = _encoder(use_elongation=True).eval()
     pts, off = _points()
-    with_e = torch.cat([pts, torch.full((5, 1), 0.5)], 1)
-    out = enc(with_e, off, ("x", "y", "z", "intensity", "elongation"))
-    assert out.bev.shape == (2, 8, 16, 16)
-    out2 = enc(pts, off, ("x", "y", "z", "intensity"))  # a source without elongation: zeros
-    assert out2.bev.shape == out.bev.shape
+
+    def with_elongation(values: torch.Tensor) -> torch.Tensor:
+        return enc(torch.cat([pts, values[:, None]], 1), off, (*cols, "elongation")).bev
+
+    low, high = with_elongation(torch.full((5,), 0.1)), with_elongation(torch.full((5,), 0.9))
+    assert low.shape == (2, 8, 16, 16)
+    assert not torch.allclose(low, high)  # the encoder reads the column
+    # Only frame 1 changes when only its points' elongation does.
+    mixed = with_elongation(torch.tensor([0.1, 0.1, 0.1, 0.9, 0.9]))
+    assert torch.equal(mixed[0], low[0]) and torch.equal(mixed[1], high[1])
+    # A source without elongation reads as zeros, not as some other column.
+    assert torch.equal(enc(pts, off, cols).bev, with_elongation(torch.zeros(5)))
+    # The column is found by name, wherever it sits.
+    time_first = torch.cat([pts, torch.full((5, 1), 7.0), torch.full((5, 1), 0.9)], 1)
+    assert torch.equal(enc(time_first, off, (*cols, "time", "elongation")).bev, high)
+    # Per point, the feature after intensity is the elongation value.
+    pillars = pillarize(pts, off, enc.grid)
+    numbered = torch.cat([pts, torch.arange(5.0)[:, None]], 1)
+    feats = enc.pfn.point_features(numbered, (*cols, "elongation"), pillars)
+    assert feats.shape == (4, 10) and torch.equal(feats[:, 4], torch.tensor([0.0, 1.0, 2.0, 3.0]))
+    # An encoder built without elongation ignores the column.
+    plain = _encoder().eval()
+    elongated = torch.cat([pts, torch.full((5, 1), 0.9)], 1)
+    assert torch.equal(plain(elongated, off, (*cols, "elongation")).bev, plain(pts, off, cols).bev)
 
 
 def test_bad_grid_is_rejected() -> None:

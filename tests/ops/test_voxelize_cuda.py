@@ -87,7 +87,7 @@ def test_cuda_scatter_reduce_values_and_gradients(reduce):
     grads = []
     outs = []
     for dev, backend in (("cpu", "torch"), ("cuda", "cuda")):
-        v = values.to(dev).requires_grad_(True)
+        v = values.to(dev, copy=True).requires_grad_(True)  # a leaf of its own on each device
         out = scatter_reduce(v, index.to(dev), 800, reduce, backend=backend)
         out.sum().backward()
         outs.append(out.detach().cpu())

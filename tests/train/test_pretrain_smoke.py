@@ -3,7 +3,7 @@
 The data comes from the project's simulator (`drivetl simulate`, Waymo v1 TFRecords) with a
 reduced copy of the Waymo-like rig (the top LiDAR only, 16 beams, small camera images) so the
 frames are quick to make and read. Overrides change only the data size (frames, batch, workers,
-image size), never the model. The Waymo-scale config is marked slow (its 468 x 468 BEV model takes
+image size), never the model. The Waymo-scale configs are marked slow (their 468 x 468 BEV model takes
 about a minute per CPU step); it runs with ``pytest -m slow``.
 """
 
@@ -19,7 +19,7 @@ from drivetl.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs" / "pretrain").glob("*.yaml"))
-SLOW = {"waymo_fusion"}
+SLOW = {"waymo_fusion", "waymo_lidar"}
 
 
 @pytest.fixture(scope="module")

@@ -107,9 +107,19 @@ def test_tiny_demo_end_to_end(tmp_path) -> None:
     doc = json.loads((out / "report" / "metrics.json").read_text())
     assert [m["name"] for m in doc["models"]] == ["scratch", "source-only", "adapted"]
     assert doc["data"]["split"] == "test" and doc["data"]["frames"] == 10
+    # The test frames hold labelled objects, so every model gets a number (None means no class had
+    # ground truth), and all three are judged on the same objects.
+    gt_counts = []
     for m in doc["models"]:
-        value = m["result"]["summary"]["LEVEL_2"]["all"]["map"]
-        assert value is None or 0.0 <= value <= 1.0
+        result = m["result"]
+        assert result["num_frames"] == 10
+        for level in ("LEVEL_1", "LEVEL_2"):
+            value = result["summary"][level]["all"]["map"]
+            assert value is not None and 0.0 <= value <= 1.0, (m["name"], level, value)
+        entries = [e for e in result["entries"] if e["band"] == "all"]
+        gt_counts.append({(e["class"], e["level"]): e["num_gt"] for e in entries})
+    assert gt_counts[0] == gt_counts[1] == gt_counts[2]
+    assert gt_counts[0][("vehicle", "LEVEL_2")] > 0
     assert (out / "report" / "pr_curves.png").is_file() and (
         out / "runs" / "adapt" / "adapters.safetensors"
     ).is_file()

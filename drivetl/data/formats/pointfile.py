@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from drivetl._io import atomic_write, atomic_write_bytes
-from drivetl.errors import DataError
+from drivetl.errors import DataError, short_repr
 
 SUFFIXES: tuple[str, ...] = (".pcd", ".ply", ".bin", ".npy", ".npz")
 DEFAULT_COLUMNS: tuple[str, ...] = ("x", "y", "z", "intensity")
@@ -36,6 +36,11 @@ _ALIASES = {
     "t": "time",
     "timestamp": "time",
 }
+
+# Bounds read from a PCD header are checked against these before anything is allocated.
+_MAX_PCD_HEADER = 64 << 10  # bytes before the DATA line
+_MAX_PCD_COLUMNS = 256  # values per point (sum of COUNT)
+_LZF_MAX_RATIO = 88  # LZF's best case: a 3-byte back reference copies 264 bytes
 
 _PCD_TYPES = {
     ("F", 4): "<f4",
@@ -172,16 +177,36 @@ def _parse_pcd_header(raw: bytes, path: Path) -> tuple[dict[str, list[str]], int
     pos = 0
     while True:
         end = raw.find(b"\n", pos)
-        if end < 0:
+        if end < 0 or end > _MAX_PCD_HEADER:
             raise DataError(f"{path}: PCD header has no DATA line (truncated or not a PCD file)")
         line = raw[pos:end].decode("ascii", errors="replace").strip()
         pos = end + 1
         if not line or line.startswith("#"):
             continue
         key, *values = line.split()
+        if not values:
+            raise DataError(f"{path}: PCD header line {key.upper()} has no value")
         fields[key.upper()] = values
         if key.upper() == "DATA":
             return fields, pos
+
+
+def _header_ints(
+    head: dict[str, list[str]], key: str, path: Path, default: list[str] | None = None
+) -> list[int]:
+    """The integers of header line `key` (each >= 0), or DataError quoting a short prefix of the line."""
+    values = head.get(key, default)
+    if values is None:
+        raise DataError(f"{path}: PCD header lacks {key}")
+    try:
+        out = [int(v) for v in values]
+    except ValueError:
+        raise DataError(
+            f"{path}: PCD header {key} must be whole numbers, got {short_repr(' '.join(values))}"
+        ) from None
+    if any(v < 0 for v in out):
+        raise DataError(f"{path}: PCD header {key} must not be negative, got {short_repr(' '.join(values))}")
+    return out
 
 
 def _read_pcd(path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -198,15 +223,20 @@ def _read_pcd_all(path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
         if key not in head:
             raise DataError(f"{path}: PCD header lacks {key}")
     names = [f"_pad{i}" if name == "_" else name for i, name in enumerate(head["FIELDS"])]
-    sizes = [int(s) for s in head["SIZE"]]
+    sizes = _header_ints(head, "SIZE", path)
     types = [t.upper() for t in head["TYPE"]]
-    counts = [int(c) for c in head.get("COUNT", ["1"] * len(names))]
+    counts = _header_ints(head, "COUNT", path, ["1"] * len(names))
     if not (len(names) == len(sizes) == len(types) == len(counts)):
         raise DataError(f"{path}: PCD header FIELDS/SIZE/TYPE/COUNT lengths differ")
+    if len(names) > _MAX_PCD_COLUMNS or sum(counts) > _MAX_PCD_COLUMNS:
+        raise DataError(
+            f"{path}: PCD header declares {sum(counts)} values per point in {len(names)} fields; "
+            f"at most {_MAX_PCD_COLUMNS} are read (a corrupt COUNT or FIELDS line?)"
+        )
     if "POINTS" in head:
-        n = int(head["POINTS"][0])
+        n = _header_ints(head, "POINTS", path)[0]
     else:
-        n = int(head.get("WIDTH", ["0"])[0]) * int(head.get("HEIGHT", ["1"])[0])
+        n = _header_ints(head, "WIDTH", path, ["0"])[0] * _header_ints(head, "HEIGHT", path, ["1"])[0]
     dt_fields = []
     for name, size, typ, count in zip(names, sizes, types, counts, strict=True):
         if (typ, size) not in _PCD_TYPES:
@@ -221,7 +251,11 @@ def _read_pcd_all(path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
         total = sum(counts)
         if len(text) < n * total:
             raise DataError(f"{path}: PCD ascii body has {len(text) // max(total, 1)} of {n} points")
-        flat = np.array(text[: n * total], dtype=np.float64).reshape(n, total)
+        try:
+            flat = np.array(text[: n * total], dtype=np.float64).reshape(n, total)
+        except ValueError:
+            bad = next((t for t in text[: n * total] if not _is_number(t)), "?")
+            raise DataError(f"{path}: PCD ascii body holds a non-number {short_repr(bad)}") from None
         return flat, _column_names(names, counts)
     if kind == "binary":
         need = n * dtype.itemsize
@@ -235,6 +269,16 @@ def _read_pcd_all(path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
         if len(body) < 8:
             raise DataError(f"{path}: PCD binary_compressed body is truncated")
         csize, usize = struct.unpack("<II", body[:8])
+        row_bytes = sum(size * count for size, count in zip(sizes, counts, strict=True))
+        if csize > len(body) - 8:
+            raise DataError(
+                f"{path}: PCD binary_compressed body has {len(body) - 8} bytes, header says {csize}"
+            )
+        if usize != n * row_bytes or usize > _LZF_MAX_RATIO * csize + 64:
+            raise DataError(
+                f"{path}: PCD binary_compressed body declares {usize} bytes uncompressed; {n} points of "
+                f"{row_bytes} bytes need {n * row_bytes}, from {csize} compressed bytes (corrupt header)"
+            )
         plain = _lzf_decompress(body[8 : 8 + csize], usize, path)
         # Field-major: each field's values for all points are stored together.
         cols, pos = [], 0
@@ -250,6 +294,14 @@ def _read_pcd_all(path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
         raise DataError(f"{path}: PCD DATA {kind!r} is not ascii, binary or binary_compressed")
     cols = [np.asarray(rec[name], dtype=np.float64).reshape(n, -1) for name in names]
     return np.concatenate(cols, axis=1) if cols else np.zeros((n, 0)), _column_names(names, counts)
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
 
 
 def _column_names(names: list[str], counts: list[int]) -> tuple[str, ...]:
@@ -268,6 +320,8 @@ def _lzf_decompress(data: bytes, size: int, path: Path) -> bytes:
             ctrl = data[i]
             i += 1
             if ctrl < 32:  # literal run of ctrl + 1 bytes
+                if len(out) + ctrl + 1 > size:
+                    raise DataError(f"{path}: corrupt LZF stream in PCD binary_compressed body")
                 out += data[i : i + ctrl + 1]
                 i += ctrl + 1
             else:  # back reference
@@ -277,7 +331,7 @@ def _lzf_decompress(data: bytes, size: int, path: Path) -> bytes:
                     i += 1
                 ref = len(out) - ((ctrl & 0x1F) << 8) - data[i] - 1
                 i += 1
-                if ref < 0:
+                if ref < 0 or len(out) + length + 2 > size:
                     raise DataError(f"{path}: corrupt LZF stream in PCD binary_compressed body")
                 for _ in range(length + 2):
                     out.append(out[ref])
