@@ -41,8 +41,8 @@ class FrameDataModule(pl.LightningDataModule):
     root: the data folder; format: auto | waymo | team | cache. val_fraction: share of the frames
     held out for validation when nothing else declares them. max_frames: use at most this many
     training frames (None: all). image_size ((height, width)), camera_names, classes,
-    point_columns: the batch spec; None keeps the model's (`model_spec`, linked from the model by
-    the command line) or the defaults (LiDAR only, canonical classes, x y z intensity).
+    point_columns: the batch spec; None keeps the defaults (LiDAR only, canonical classes, x y z
+    intensity), or for fine-tuning the model's (`FinetuneDataModule`'s `model_spec`).
     augment: `AugmentConfig` fields (None: off). lidars: which LiDARs to use (None: all).
     batch_size, num_workers, pin_memory (None: on with CUDA), seed (augmentation and subsets).
     """
@@ -63,16 +63,20 @@ class FrameDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool | None = None,
         seed: int = 0,
-        model_spec: BatchSpec | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["model_spec"])
         self.augment_config = AugmentConfig(**augment) if augment is not None else None
-        self.spec = (model_spec or BatchSpec()).merged(
-            columns=point_columns or None,
-            classes=classes or None,
-            image_size=image_size,
-            camera_names=camera_names,
+        self.spec = self.batch_spec(BatchSpec())
+
+    def batch_spec(self, model: BatchSpec) -> BatchSpec:
+        """`model` (what the model takes) with the spec fields this data module's config gives."""
+        hp = self.hparams
+        return model.merged(
+            columns=hp.point_columns or None,
+            classes=hp.classes or None,
+            image_size=hp.image_size,
+            camera_names=hp.camera_names,
         )
 
     def _dataset(self, sets: Sequence[FrameSet], augmented: bool) -> FrameDataset:
@@ -161,9 +165,11 @@ class FinetuneDataModule(FrameDataModule):
     are used; labeled_split_file: frame ids to use as labeled instead. unlabeled_split: a team
     split of extra label-free frames for self-training. source_root / source_format /
     source_max_frames / source_beam_resample / source_size_shift: the optional source frames.
-    unlabeled: also serve the unlabeled frames in training (``{"labeled", "unlabeled"}`` batches;
-    linked from the model's self-training by the command line). The other arguments:
-    `FrameDataModule`.
+    model_spec: the batches the model takes (`FinetuneModule.batch_spec`: the pretrained encoders'
+    point columns, cameras and image size, the head's classes), which the spec fields of the config
+    override; unlabeled: also serve the unlabeled frames in training (``{"labeled", "unlabeled"}``
+    batches). The command line links both from the model when it builds the two. The other
+    arguments: `FrameDataModule`.
     """
 
     def __init__(
@@ -178,10 +184,12 @@ class FinetuneDataModule(FrameDataModule):
         source_max_frames: int | None = None,
         source_beam_resample: bool = True,
         source_size_shift: bool = False,
+        model_spec: BatchSpec | None = None,
         unlabeled: bool = False,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
+        self.spec = self.batch_spec(model_spec or BatchSpec())
         if not 0.0 < labeled_fraction <= 1.0:
             raise ConfigError(f"data.labeled_fraction must lie in (0, 1], got {labeled_fraction}")
         self.frames: FinetuneFrames | None = None
