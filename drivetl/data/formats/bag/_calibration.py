@@ -84,7 +84,7 @@ def read_calibration(reader: LogReader, sel: LogSelection, sweeps: int = 5) -> L
 
 def _connected(cal: LogCalibration, sel: LogSelection) -> bool:
     frames = [cal.lidar_frame] + [frame_name(msg.header.frame_id) for msg, _ in cal.infos.values()]
-    return all(cal.tf.dst_from_src(sel.vehicle_frame, f, cal.first_stamp_ns) is not None for f in frames)
+    return all(cal.tf.dst_from_src(sel.vehicle_frame, f) is not None for f in frames)
 
 
 def lidar_from_sweeps(cal: LogCalibration, name: str, vehicle_from_lidar: np.ndarray) -> LidarModel:
@@ -145,14 +145,12 @@ def lidar_from_sweeps(cal: LogCalibration, name: str, vehicle_from_lidar: np.nda
 
 def rig_from_calibration(cal: LogCalibration, sel: LogSelection, name: str, where: str) -> SensorRig:
     """The SensorRig of one LiDAR and the selected cameras; RigError/DataError naming the log if wrong."""
-    vehicle_from_lidar = cal.tf.require(sel.vehicle_frame, cal.lidar_frame, where, cal.first_stamp_ns)
+    vehicle_from_lidar = cal.tf.require(sel.vehicle_frame, cal.lidar_frame, where)
     lidar = lidar_from_sweeps(cal, sel.lidar.name, vehicle_from_lidar)
     cameras: list[CameraModel] = []
     for cam in sel.cameras:
         msg, at = cal.infos[cam.topic]
-        vehicle_from_optical = cal.tf.require(
-            sel.vehicle_frame, frame_name(msg.header.frame_id), at, cal.first_stamp_ns
-        )
+        vehicle_from_optical = cal.tf.require(sel.vehicle_frame, frame_name(msg.header.frame_id), at)
         cameras.append(camera_from_info(msg, cam.name, vehicle_from_optical, at))
     try:
         return SensorRig(

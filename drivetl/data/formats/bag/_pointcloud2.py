@@ -17,12 +17,12 @@ Drivers name the same quantity differently, so fields are mapped onto drivetl's 
 | return_index | return_index, return_type | as recorded |
 
 Time fields: `t` and `offset_time` are integer nanoseconds (Ouster, Livox); `time` and `time_offset`
-are float seconds after the stamp (Velodyne); `timestamp` is absolute float seconds (Hesai) and is
-made relative by subtracting the stamp. Any other numeric field with count 1 is kept under its own
-(lower-cased) name, with `_raw` appended when point files read that name as one of the columns
-above (an Ouster `reflectivity` beside its `intensity` becomes `reflectivity_raw`); fields with
-count > 1 are reported as dropped. Points whose x, y or z is not finite (the holes of an organized
-cloud) or that sit exactly at the origin (no return) are dropped.
+are float seconds after the stamp (Velodyne); `timestamp` is absolute: float seconds (Hesai) or
+nanoseconds (Livox, values above 1e14), made relative by subtracting the stamp. Any other numeric
+field with count 1 is kept under its own lower-cased name, with `_raw` appended when point files
+read that name as one of the columns above (an Ouster `reflectivity` beside its `intensity` becomes
+`reflectivity_raw`); fields with count > 1 are reported as dropped. Points whose x, y or z is not
+finite (the holes of an organized cloud) or that sit exactly at the origin (no return) are dropped.
 """
 
 from __future__ import annotations
@@ -222,6 +222,8 @@ def _time_seconds(values: np.ndarray, name: str, stamp_s: float | None) -> np.nd
     if low in _TIME_NS or values.dtype.kind in "iu" and low not in _TIME_ABS_S:
         return v * 1e-9
     if low in _TIME_ABS_S or (stamp_s is not None and v.size and np.nanmedian(v) > 1e6):
+        if v.size and np.nanmedian(v) > 1e14:  # absolute nanoseconds (livox_ros_driver2)
+            return (values.astype(np.int64) - int(round((stamp_s or 0.0) * 1e9))) * 1e-9
         return v - (stamp_s or 0.0)
     return v
 

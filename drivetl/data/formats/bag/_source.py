@@ -14,6 +14,7 @@ a ROS 2 bag without them falls back to rosbags' built-in ROS 2 types. Type names
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -105,7 +106,8 @@ class LogReader:
     def close(self) -> None:
         """Close the underlying reader or file."""
         if self._reader is not None and self.kind != "mcap":
-            self._reader.close()
+            with contextlib.suppress(Exception):  # a reader whose open() failed is not open
+                self._reader.close()
         if self._file is not None:
             self._file.close()
         self._reader = self._file = None

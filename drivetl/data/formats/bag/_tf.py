@@ -112,8 +112,10 @@ class TfTree:
         if child not in self.dynamic:
             return None
         parent, times, mats = self.dynamic[child]
-        if not times or t_ns is None:
+        if not times:
             return None
+        if t_ns is None:  # a mounting published on /tf only: its earliest sample
+            return parent, mats[0]
         k = bisect.bisect_left(times, t_ns)
         if k < len(times) and times[k] == t_ns:
             return parent, mats[k]
@@ -152,9 +154,10 @@ class TfTree:
         return edges[-1][0], self._up_to(edges, edges[-1][0])
 
     def dst_from_src(self, dst: str, src: str, t_ns: int | None = None) -> np.ndarray | None:
-        """(4, 4) `dst_from_src` at time `t_ns` (None: static edges only), or None when not connected.
+        """(4, 4) `dst_from_src` at time `t_ns`, or None when not connected.
 
-        Composes only the edges up to the frames' nearest common ancestor.
+        t_ns None: static edges, and the earliest sample of edges that only /tf publishes (a sensor
+        mounting some logs put on /tf). Composes only the edges up to the frames' nearest common ancestor.
         """
         dst, src = frame_name(dst), frame_name(src)
         if dst == src:
