@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 
 from drivetl.calib import CameraModel, IntensityEncoding, LidarModel, SensorRig
-from drivetl.calib.beams import estimate_beams, nearest_beam, point_inclinations
+from drivetl.calib.beams import (
+    beams_from_rings,
+    estimate_beams,
+    estimate_columns,
+    nearest_beam,
+    point_inclinations,
+)
 from drivetl.data.formats.bag._camera import camera_from_info
 from drivetl.data.formats.bag._pointcloud2 import decode_pointcloud2, point_array
 from drivetl.data.formats.bag._source import LogReader
@@ -96,33 +102,17 @@ def lidar_from_sweeps(cal: LogCalibration, name: str, vehicle_from_lidar: np.nda
     xyz = pts[:, :3].astype(np.float64)
     elev = point_inclinations(xyz)
     if "laser_id" in cols:
-        ring = pts[:, cols.index("laser_id")].astype(np.int64)
-        rings, ring_idx = np.unique(ring, return_inverse=True)
-        medians = np.array([np.median(elev[ring_idx == i]) for i in range(rings.size)])
-        order = np.argsort(medians)
-        inc = medians[order]
-        if inc.size > 1 and not np.all(np.diff(inc) > 0):
-            raise DataError(
-                f"LiDAR {name}: two ring values share one elevation; the ring field is not a beam index"
-            )
-        beam = np.argsort(order)[ring_idx]
+        try:
+            inc, beam = beams_from_rings(xyz, pts[:, cols.index("laser_id")])
+        except DataError as exc:
+            raise DataError(f"LiDAR {name}: {exc}") from exc
     elif np.ptp(elev) < math.radians(0.05):
         inc = np.array([float(np.median(elev))])
         beam = np.zeros(len(xyz), np.int64)
     else:
         inc = estimate_beams([xyz]).inclinations
         beam, _ = nearest_beam(elev, inc)
-    az = np.arctan2(xyz[:, 1], xyz[:, 0])
-    steps = []
-    for b in range(len(inc)):
-        a = np.sort(az[beam == b])
-        if a.size > 2:
-            d = np.diff(a)
-            steps.append(d[d > 1e-6])
-    step = (
-        float(np.median(np.concatenate(steps))) if steps and sum(s.size for s in steps) else math.radians(0.2)
-    )
-    columns = max(1, int(round(2 * math.pi / step)))
+    columns = estimate_columns(xyz, beam)
     rng = float(np.linalg.norm(xyz, axis=1).max())
     raw = pts[:, 3].astype(np.float64)
     kind = cal.intensity_kind
