@@ -1,4 +1,5 @@
-"""drivetl.calib: sensor geometry — rigid transforms, camera and LiDAR models, the rig file, the rig vector.
+"""drivetl.calib: sensor geometry — rigid transforms, camera and LiDAR models, the rig file, the rig vector,
+beam estimation (`beams`) and vendor beam tables (`vendor`).
 
 Imports nothing else of drivetl except `drivetl.errors` (and the `drivetl._io` leaf for writing).
 """

@@ -1,4 +1,4 @@
-"""`drivetl rig`: rig-file tools (`show`, `beams`)."""
+"""`drivetl rig`: rig-file tools (`show`, `beams`, `from-bag`, `from-vendor`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ DESCRIPTION = "Validate and summarize rig files, or estimate a LiDAR's beam patt
 _SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
     ("show", "drivetl.commands._rig_show", "validate a rig file and print a readable summary"),
     ("beams", "drivetl.commands._rig_beams", "estimate beam count and inclinations from scans"),
+    ("from-bag", "drivetl.commands._rig_from_bag", "a rig from a log's tf, CameraInfo and LiDAR sweeps"),
+    ("from-vendor", "drivetl.commands._rig_from_vendor", "a LiDAR's beams from a vendor calibration file"),
 )
 
 
