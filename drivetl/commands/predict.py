@@ -56,14 +56,24 @@ def run(args: argparse.Namespace) -> int:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     console = Console(stderr=True)
-    with Progress(
-        TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
-    ) as bar:
-        task = bar.add_task("predict", total=None)
+    bars: list[Progress] = []  # started with the first batch: an early error prints only its own line
 
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(
+                Progress(
+                    TextColumn("predict"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeRemainingColumn(),
+                    console=console,
+                )
+            )
+            bars[0].start()
+            bars[0].add_task("predict", total=total)
+        bars[0].update(bars[0].task_ids[0], completed=done, total=total)
 
+    try:
         summary = predict(
             args.ckpt,
             args.data,
@@ -81,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
             log=lambda msg: console.print(msg, markup=False, highlight=False),
             progress=progress,
         )
+    finally:
+        if bars:
+            bars[0].stop()
     print(
         f"{summary.predicted} frames predicted, {summary.skipped} already there; "
         f"{summary.frames_per_second:.2f} frames/s; {summary.detections} boxes"
