@@ -113,8 +113,6 @@ def tiny(tmp_path_factory, detector_spec_factory) -> dict[str, Path]:
     }
 
 
-
-
 @pytest.fixture(scope="session")
 def fleet_files() -> SimpleNamespace:
     """``write_folder(root, frames=4, labels=None)`` and ``write_checkpoint(path, spec, ...)``."""

@@ -1,4 +1,4 @@
-"""`drivetl predict` through the real CLI: files in the label schema, scored like the checkpoint, resumable."""
+"""`drivetl predict` through the real CLI: label-schema files, scored like the checkpoint, resumable."""
 
 from __future__ import annotations
 
