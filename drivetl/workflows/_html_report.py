@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,8 @@ def markdown_table_html(text: str) -> str:
     for line in text.splitlines() + [""]:
         s = line.strip()
         if s.startswith("|"):
-            cells = [c.strip().replace("\\|", "|") for c in s.strip("|").split(" | ")]
+            inner = s[1:-1] if s.endswith("|") and not s.endswith("\\|") else s[1:]
+            cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", inner)]
             if not all(set(c) <= set("-: ") for c in cells):
                 rows.append(cells)
             continue
