@@ -9,6 +9,11 @@ documented pre-processing (numpy) plus the exported graph. Decoding is left out 
 median ms per frame of each, their ratio, the pre-processing's share, and ``uptime`` before and
 after: on a machine shared with other jobs the figures move with the load.
 
+Memory: the graph's input pads every pillar to the frame's largest one (no point is dropped). On a
+Waymo-like sweep (180k points, 0.32 m pillars) that is about 15k pillars x 576 points, and the pillar
+net's intermediates reach several GB: the "waymo" row needs a machine with that much free memory
+(``--only demo`` skips it). A points-per-pillar layout without padding is the planned fix.
+
 Usage: ``python tools/bench_export.py [--frames 3] [--repeats 3] [--threads N] [--only demo|waymo]``.
 """
 
