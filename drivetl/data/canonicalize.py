@@ -287,5 +287,5 @@ def canonicalize(
     if report is not None:
         report.update(info)
     return Sample(
-        record.key, points, columns, boxes, images, cameras, getattr(rig, "name", ""), rig_vector(rig)
+        record.key, points, columns, boxes, images, cameras, getattr(rig, "name", ""), rig_vector(rig), g
     )

@@ -196,6 +196,9 @@ class Sample:
         projecting `points` with them lands on `images`).
     rig_name: the recording rig's name. rig_vector: (`RIG_VECTOR_DIM`,) float32 descriptor of that
         rig (`drivetl.calib.rig_vector`); None for a hand-made sample without a rig (zeros in a batch).
+    ground_z: metres, the z of the ground in the recording's vehicle frame that canonicalization
+        subtracted (``vehicle = canonical + (0, 0, ground_z)``); predictions go back to the vehicle
+        frame with it.
     """
 
     key: FrameKey
@@ -206,6 +209,7 @@ class Sample:
     cameras: tuple = ()
     rig_name: str = ""
     rig_vector: np.ndarray | None = None
+    ground_z: float = 0.0
 
     def __post_init__(self) -> None:
         if self.points.ndim != 2 or self.points.shape[1] != len(self.columns):

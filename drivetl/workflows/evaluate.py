@@ -11,6 +11,11 @@ camera branch's contribution, with a warning when it contributes nothing.
 By default only boxes whose centre lies in the models' detection range (the common part of their
 LiDAR grids' x/y extents) are evaluated, so a ±25.6 m model is not charged for objects at 60 m it
 cannot see; ``region="all"`` evaluates every box.
+
+A model may also be a folder of prediction files written by `drivetl predict`
+(`drivetl.workflows._predictions.PredictionFiles`): its frames are read instead of predicted, and
+scored exactly as the model that wrote them would be. Besides report.md the report folder holds a
+self-contained report.html (`drivetl.workflows._html_report`) with camera renders and box errors.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any, Literal
 
 from drivetl.errors import ConfigError
 from drivetl.eval import DetectionResult, EvalConfig
+from drivetl.workflows._box_errors import box_errors
 from drivetl.workflows._evaluate_load import (
     CLASS_ALIASES,
     LoadedModel,
@@ -38,10 +44,11 @@ from drivetl.workflows._evaluate_run import (
     ModelRun,
     accumulate,
     hide_cameras,
-    iter_points,
     open_eval_data,
     run_model,
 )
+from drivetl.workflows._html_report import evaluate_page
+from drivetl.workflows._predictions import PredictionFiles
 
 __all__ = [
     "CLASS_ALIASES",
@@ -52,6 +59,7 @@ __all__ = [
     "LoadedModel",
     "ModelRun",
     "ModelSpec",
+    "PredictionFiles",
     "accumulate",
     "canonical_classes",
     "evaluate",
@@ -111,7 +119,7 @@ def _eval_config(
 
 
 def evaluate(
-    models: Sequence[ModelSpec | str | LoadedModel],
+    models: Sequence[ModelSpec | str | LoadedModel | PredictionFiles],
     data: str | Path | EvalData,
     out: str | Path,
     *,
@@ -138,8 +146,9 @@ def evaluate(
 ) -> EvaluationReport:
     """Evaluate `models` on `data` and write the report folder `out`; returns the `EvaluationReport`.
 
-    models: `ModelSpec`s, strings as given to ``--ckpt`` (``CKPT`` or ``ADAPTER@BASE``) or already
-        loaded models. names: display names, one per model (default: file stems).
+    models: `ModelSpec`s, strings as given to ``--ckpt`` (``CKPT`` or ``ADAPTER@BASE``), already
+        loaded models, or `PredictionFiles` (a `drivetl predict` folder).
+    names: display names, one per model (default: file stems).
     split: a team folder's split (``splits/<split>.txt``); max_frames: evaluate the first N frames.
     region: "model" keeps the boxes inside every model's detection range, "all" keeps every box.
     range_edges: metres, the range bands of the breakdown (default 0, 30, 50, inf).
@@ -164,13 +173,13 @@ def evaluate(
             m = ModelSpec.parse(m, name)
         elif isinstance(m, ModelSpec) and name:
             m = ModelSpec(m.path, name, m.base)
-        elif isinstance(m, LoadedModel) and name:
+        elif isinstance(m, LoadedModel | PredictionFiles) and name:
             m.name = name
         specs.append(m)
     spec_only = unique_names([s for s in specs if isinstance(s, ModelSpec)])
     it = iter(spec_only)
     specs = [next(it) if isinstance(s, ModelSpec) else s for s in specs]
-    loaded = [s if isinstance(s, LoadedModel) else load_model(s, class_map) for s in specs]
+    loaded = [s if isinstance(s, LoadedModel | PredictionFiles) else load_model(s, class_map) for s in specs]
     if len({m.name for m in loaded}) != len(loaded):
         raise ConfigError(f"model names must be distinct, got {[m.name for m in loaded]}; use --name")
     box_region = _region(loaded) if region == "model" else None
@@ -209,16 +218,19 @@ def evaluate(
             if progress is not None:
                 progress(_name, _done[0], len(ds))
 
-        run = run_model(
-            m,
-            ds,
-            batch_size=batch_size,
-            device=device,
-            fusion_health=fusion_health,
-            score_threshold=score_threshold,
-            workers=workers,
-            progress=tick,
-        )
+        if isinstance(m, PredictionFiles):
+            run = m.run(ds, progress=tick)
+        else:
+            run = run_model(
+                m,
+                ds,
+                batch_size=batch_size,
+                device=device,
+                fusion_health=fusion_health,
+                score_threshold=score_threshold,
+                workers=workers,
+                progress=tick,
+            )
         runs[m.name] = run
         report.results[m.name] = accumulate(run.frames, config, box_region)
         for x, cfg in extra_configs.items():
@@ -227,7 +239,8 @@ def evaluate(
             report.fusion.append(_fusion(m, run, config, box_region))
         elif fusion_health:
             log(f"{m.name}: LiDAR-only model, no fusion health to measure")
-        m.model.to("cpu")
+        if m.model is not None:
+            m.model.to("cpu")
         report.models.append(
             {
                 "name": m.name,
@@ -243,7 +256,11 @@ def evaluate(
         )
     for h in report.fusion:
         report.warnings.extend(h.warnings)
-    bev = _render(Path(out), ds, runs, box_region, render_frames, render_score) if render_frames > 0 else []
+    bev, cams = (
+        _render(Path(out), ds, runs, box_region, render_frames, render_score)
+        if render_frames > 0
+        else ([], [])
+    )
     report.runs = runs
     report.paths = write_report(
         Path(out),
@@ -255,6 +272,16 @@ def evaluate(
         bev,
         figures,
         report.extra,
+    )
+    report.paths["html"] = evaluate_page(
+        Path(out),
+        [report.table("LEVEL_2"), report.table("LEVEL_1")],
+        report.models,
+        data_info,
+        report.warnings,
+        [(n, report.paths[n]) for n in ("pr_curves", "range_bars") if n in report.paths],
+        bev + cams,
+        {name: box_errors(run.frames, config, box_region) for name, run in runs.items()},
     )
     for w in report.warnings:
         log(f"warning: {w}")
@@ -295,15 +322,23 @@ def _fusion(m: LoadedModel, run: ModelRun, config: EvalConfig, box_region) -> Fu
 
 def _render(
     out: Path, ds: EvalData, runs: Mapping[str, ModelRun], box_region, count: int, score: float
-) -> list[tuple[str, Path]]:
+) -> tuple[list[tuple[str, Path]], list[tuple[str, Path]]]:
+    """Bird's-eye views (report.md and report.html) and camera views (report.html) of a few frames."""
+    import dataclasses
+
     import numpy as np
 
+    from drivetl.data.canonicalize import canonicalize
     from drivetl.workflows._evaluate_run import in_region
+    from drivetl.workflows._renders import render_cameras
 
     n = len(ds)
     picks = sorted({int(round(x)) for x in np.linspace(0, n - 1, min(count, n))})
-    rendered = []
-    for pos, (key, points) in zip(picks, iter_points(ds, picks), strict=True):
+    rendered, cameras = [], []
+    with_images = bool(ds.camera_names)
+    for pos in picks:
+        sample = canonicalize(ds.source[ds.indices[pos]], decode_images=with_images)
+        key, points = sample.key, sample.points[:, :3]
         if box_region is not None:
             points = points[in_region(np.column_stack([points, np.zeros((len(points), 4))]), box_region)]
         for name, run in runs.items():
@@ -311,7 +346,11 @@ def _render(
             gt = f.ground_truth.select(in_region(f.ground_truth.boxes, box_region))
             path = render_bev(out, key, name, points, gt, f.detections, box_region, score)
             rendered.append((f"{name}, frame {key}", path))
-    return rendered
+            if with_images:
+                cameras += render_cameras(
+                    out, dataclasses.replace(sample, boxes=gt), f.detections, score, name
+                )
+    return rendered, cameras
 
 
 def parse_range_edges(text: str | None) -> tuple[float, ...] | None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import io
 import json
 import math
 from pathlib import Path
@@ -12,116 +10,21 @@ import numpy as np
 import pytest
 import torch
 
-from drivetl.calib import load_rig
 from drivetl.cli import main
-from drivetl.data.formats.team import write_team
-from drivetl.data.records import Boxes, CameraImage, FrameKey, FrameRecord, LidarPoints
-from drivetl.data.synthetic import synthetic_cameras, synthetic_sample
+from drivetl.data.records import Boxes
 from drivetl.workflows.evaluate import ModelSpec, evaluate, load_model, open_eval_data, run_model
 
 ROOT = Path(__file__).resolve().parents[2]
 COLUMNS = ["x", "y", "z", "intensity", "elongation"]
 
 
-def _calibrate_norms(det: torch.nn.Module, camera: bool) -> None:
-    """BatchNorm statistics from two synthetic batches (AdaBN), so features have sane magnitudes."""
-    from drivetl.data.collate import collate
-
-    samples = [
-        synthetic_sample(s, extent=11.0, num_boxes=5, ground_points=1500, cameras=camera) for s in (7, 8)
-    ]
-    batch = collate(
-        samples, image_size=(48, 64) if camera else None, columns=COLUMNS, camera_names=None if camera else ()
-    )
-    for m in det.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-    det.train()
-    with torch.no_grad():
-        det(batch)
-    det.eval()
-
-
-def write_checkpoint(
-    path: Path, spec: dict, camera: bool = False, seed: int = 0, zero_camera: bool = False
-) -> Path:
-    """A checkpoint of the detector `spec` exactly as `drivetl pretrain` writes it (Lightning layout +
-    drivetl metadata)."""
-    from drivetl.models import instantiate
-    from drivetl.models.checkpoint import detector_metadata
-
-    torch.manual_seed(seed)
-    det = instantiate(spec)
-    _calibrate_norms(det, camera)
-    with torch.no_grad():
-        det.head.heatmap[-1].bias.fill_(-2.0)
-        if zero_camera:  # the fusion's first conv ignores the camera channels entirely
-            det.fusion.mix[0][0].weight[:, det.lidar.out_channels :] = 0
-    seen = {
-        "rigs": ["synthetic"],
-        "columns": COLUMNS,
-        "camera_names": ["FRONT", "SIDE_LEFT"] if camera else [],
-        "image_size": [48, 64] if camera else None,
-    }
-    meta = detector_metadata(det, {"detector": spec}, seen)
-    state = {f"model.{k}": v for k, v in det.state_dict().items()}
-    torch.save({"state_dict": state, "drivetl": meta, "hyper_parameters": {"detector": spec}}, path)
-    return path
-
-
-def _rig(tmp: Path):
-    """fleet_xt32's LiDAR with the two small synthetic cameras (what the synthetic frames were shot with)."""
-    rig = load_rig(ROOT / "configs" / "rigs" / "fleet_xt32.yaml")
-    return dataclasses.replace(rig, cameras=synthetic_cameras(64, 48))
-
-
-def _jpeg(img: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="JPEG", quality=95)
-    return buf.getvalue()
-
-
-def write_folder(root: Path, frames: int = 4, labels=None) -> Path:
-    """A team folder of synthetic frames (points in the vehicle frame, uint8 intensity, two cameras).
-
-    labels: optional {frame index: Boxes} replacing the frames' own labels."""
-    rig = _rig(root)
-    records = []
-    for i in range(frames):
-        s = synthetic_sample(100 + i, extent=11.0, num_boxes=5, ground_points=1500)
-        pts = s.points.copy()
-        pts[:, 3] = np.round(pts[:, 3] * 255)
-        lidar = LidarPoints("TOP", pts, tuple(s.columns), "vehicle")
-        cams = {n: CameraImage(n, _jpeg(img)) for n, img in s.images.items()}
-        boxes = labels[i] if labels is not None else s.boxes
-        key = FrameKey("seg0", 1_000_000 + i * 100_000)
-        records.append((FrameRecord(key, rig, {"TOP": lidar}, cams, boxes), "test" if i % 2 else "train"))
-    write_team(root, rig, records)
-    return root
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory, detector_spec_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("evaluate")
-    spec = detector_spec_factory
-    return {
-        "data": write_folder(d / "fleet"),
-        "lidar": write_checkpoint(d / "lidar.ckpt", spec(camera=False)),
-        "fusion": write_checkpoint(d / "fusion.ckpt", spec(camera=True), camera=True, seed=1),
-        "dir": d,
-    }
-
-
-def test_cli_writes_report_and_self_labels_give_ap_one(tiny, tmp_path) -> None:
+def test_cli_writes_report_and_self_labels_give_ap_one(tiny, tmp_path, fleet_files) -> None:
     # 1) the model's own decoded predictions become the labels of a copy of the folder
     loaded = load_model(ModelSpec.parse(str(tiny["lidar"])))
     run = run_model(loaded, open_eval_data(tiny["data"]), score_threshold=0.2)
     assert len(run.frames) == 4 and sum(len(f.detections) for f in run.frames) > 0
     labels = {i: Boxes(f.detections.boxes, f.detections.classes) for i, f in enumerate(run.frames)}
-    own = write_folder(tmp_path / "own", labels=labels)
+    own = fleet_files.write_folder(tmp_path / "own", labels=labels)
     out = tmp_path / "report"
     rc = main(
         [
@@ -213,8 +116,10 @@ def test_split_range_edges_and_adapters_on_base(tiny, tmp_path) -> None:
     assert "mAP 0-8 m" in (out / "report.md").read_text()
 
 
-def test_fusion_health_flags_a_fusion_that_ignores_its_camera(tiny, tmp_path, detector_spec_factory) -> None:
-    blind = write_checkpoint(
+def test_fusion_health_flags_a_fusion_that_ignores_its_camera(
+    tiny, tmp_path, detector_spec_factory, fleet_files
+) -> None:
+    blind = fleet_files.write_checkpoint(
         tmp_path / "blind.ckpt", detector_spec_factory(camera=True), camera=True, seed=1, zero_camera=True
     )
     out = tmp_path / "fh"
@@ -284,10 +189,10 @@ def test_clear_errors_exit_2(case, tiny, tmp_path, capsys) -> None:
     assert not (tmp_path / "o" / "metrics.json").exists()
 
 
-def test_region_all_counts_far_boxes(tiny, tmp_path) -> None:
+def test_region_all_counts_far_boxes(tiny, tmp_path, fleet_files) -> None:
     far = Boxes(np.array([[40.0, 0.0, 0.8, 4.5, 1.9, 1.6, 0.0]]), ("vehicle",))
     labels = {i: far for i in range(2)}
-    data = write_folder(tmp_path / "far", frames=2, labels=labels)
+    data = fleet_files.write_folder(tmp_path / "far", frames=2, labels=labels)
     kw = {"render_frames": 0, "figures": False, "log": None, "score_threshold": 0.3}
     inside = evaluate([str(tiny["lidar"])], data, tmp_path / "a", **kw)
     every = evaluate([str(tiny["lidar"])], data, tmp_path / "b", region="all", **kw)
