@@ -1,8 +1,11 @@
-"""File-writing helpers shared by every package (a leaf module: imports nothing of drivetl).
+"""File helpers shared by every package (a leaf module: imports nothing of drivetl but errors).
 
 Nothing drivetl writes is ever left half-written where a complete file is expected: every writer
 goes through `atomic_write`, which writes a temporary file in the target's folder and renames it
 over the target only once the content is complete and flushed.
+
+Every YAML file a user hands over (rig files, team-folder metadata) is read through `read_yaml`:
+`yaml.safe_load` with its size bounded before and after alias expansion.
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+import yaml
+
+from drivetl.errors import DrivetlError
 
 
 @contextlib.contextmanager
@@ -56,3 +63,52 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write `text` (UTF-8) to `path` atomically."""
     with atomic_write(path, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+MAX_YAML_BYTES = 8 << 20
+MAX_YAML_VALUES = 200_000
+
+
+def read_yaml(text: str, where: str, error: type[DrivetlError], max_values: int = MAX_YAML_VALUES) -> Any:
+    """`yaml.safe_load(text)`, refusing what would blow up memory; `error` names `where` and the fix.
+
+    A file over `MAX_YAML_BYTES` is refused before parsing. After parsing, the values are counted
+    as a reader would see them with every alias expanded (shared subtrees counted once per use,
+    memoized, so the count itself is cheap): a few hundred bytes of nested anchors can stand for
+    billions of values. Recursive aliases are refused too.
+    """
+    if len(text) > MAX_YAML_BYTES:
+        raise error(f"{where}: {len(text):,} characters; a YAML file here is at most {MAX_YAML_BYTES:,}")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise error(f"{where}: not valid YAML{at}: {str(problem)[:200]}") from None
+    sizes: dict[int, int] = {}
+    open_ids: set[int] = set()
+
+    def count(node: Any) -> int:
+        if not isinstance(node, dict | list):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_ids:
+            raise error(f"{where}: a YAML alias refers to itself (a recursive structure); remove it")
+        open_ids.add(key)
+        total = 1
+        for child in node.values() if isinstance(node, dict) else node:
+            total += count(child)
+            if total > max_values:
+                raise error(
+                    f"{where}: expands to more than {max_values:,} values (YAML anchors and aliases "
+                    "repeated inside each other); write the values out or remove the aliases"
+                )
+        open_ids.discard(key)
+        sizes[key] = total
+        return total
+
+    count(data)
+    return data

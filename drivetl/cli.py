@@ -27,12 +27,15 @@ _COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("pretrain", "drivetl.commands.pretrain", "pretrain LiDAR/camera encoders from a YAML config"),
     ("finetune", "drivetl.commands.finetune", "fine-tune a pretrained checkpoint on fleet data (adapters)"),
     ("evaluate", "drivetl.commands.evaluate", "evaluate checkpoints side by side on fleet data (AP/APH)"),
+    ("predict", "drivetl.commands.predict", "run a detector on new frames: detection JSON per frame"),
+    ("export", "drivetl.commands.export", "export a detector to ONNX (LoRA merged, checked)"),
     ("demo", "drivetl.commands.demo", "the whole chain on simulated data, sized for a laptop CPU"),
     ("build-ops", "drivetl.commands.build_ops", "compile the CPU/CUDA voxelization kernels ahead of time"),
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `drivetl` parser with one subparser per command module of `_COMMANDS`."""
     parser = argparse.ArgumentParser(
         prog="drivetl",
         description=(
@@ -51,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; exit code 2 with one line on stderr for a `DrivetlError`, 130 on Ctrl-C."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:

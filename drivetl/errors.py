@@ -7,6 +7,9 @@ command prints it on one line and exits with code 2, without a traceback.
 
 from __future__ import annotations
 
+import reprlib
+from typing import Any
+
 
 class DrivetlError(Exception):
     """Base class of the errors a user can fix (bad input, bad configuration)."""
@@ -30,3 +33,18 @@ class CheckpointError(DrivetlError, ValueError):
 
 class BackendUnavailableError(DrivetlError, RuntimeError):
     """An explicitly requested kernel backend cannot be built or loaded on this machine."""
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """`repr(value)` cut to `limit` characters, for error messages (a bad value may be huge).
+
+    Containers are shown a few levels and items deep (`reprlib`), never walked whole: a value built
+    from YAML aliases can be far larger expanded than the file it came from.
+    """
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 3, 6, 6, 4
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = 60, 60, 40

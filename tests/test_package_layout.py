@@ -11,24 +11,35 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "drivetl"
 
-# Which drivetl subpackages each subpackage may import. `errors` and `_io` are leaves shared by all.
+# Which drivetl subpackages each subpackage may import (docs/architecture.md). `errors` and `_io` are
+# leaves shared by all.
 ALLOWED: dict[str, set[str]] = {
-    "calib": {"calib", "errors"},
-    "ops": {"ops", "errors"},
-    "data": {"data", "calib", "errors"},
-    "sim": {"sim", "calib", "data", "errors"},
-    "models": {"models", "calib", "ops", "data", "errors"},
-    "train": {"train", "data", "models", "eval", "calib", "ops", "errors"},
-    "eval": {"eval", "data", "calib", "errors"},
+    "calib": {"calib"},
+    "ops": {"ops"},
+    "data": {"data", "calib"},
+    "sim": {"sim", "calib", "data"},
+    "models": {"models", "calib", "ops", "data"},
+    "eval": {"eval", "data", "calib"},
+    "train": {"train", "data", "models", "eval", "calib", "ops"},
+    "workflows": {"workflows", "train", "eval", "models", "sim", "data", "calib", "ops"},
+    "commands": {"commands", "workflows", "train", "eval", "models", "sim", "data", "calib", "ops"},
 }
 LEAVES = {"errors", "_io"}
 for _allowed in ALLOWED.values():
     _allowed |= LEAVES
 SUBPACKAGES = sorted(ALLOWED)
+#: subpackages inside drivetl/data whose modules may not import the rest of their own package
+DATA_FORMATS = PKG / "data" / "formats"
 
 
-def _drivetl_imports(path: Path) -> set[str]:
-    """Top-level drivetl subpackages a module imports (anywhere in the file, lazy imports included)."""
+def test_every_subpackage_is_covered() -> None:
+    """A new folder under drivetl/ gets its row in ALLOWED (and its place in docs/architecture.md)."""
+    found = {p.parent.name for p in PKG.glob("*/__init__.py")}
+    assert found == set(ALLOWED), f"subpackages without an import rule: {sorted(found - set(ALLOWED))}"
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Dotted drivetl module names a module imports (anywhere in the file, lazy imports included)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     found: set[str] = set()
     for node in ast.walk(tree):
@@ -47,11 +58,13 @@ def _drivetl_imports(path: Path) -> set[str]:
                 names = [node.module]
                 if node.module == "drivetl":
                     names = [f"drivetl.{a.name}" for a in node.names]
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == "drivetl" and len(parts) > 1:
-                found.add(parts[1])
+        found.update(n for n in names if n.startswith("drivetl."))
     return found
+
+
+def _drivetl_imports(path: Path) -> set[str]:
+    """Top-level drivetl subpackages a module imports (anywhere in the file, lazy imports included)."""
+    return {name.split(".")[1] for name in _imported_modules(path)}
 
 
 @pytest.mark.parametrize("sub", SUBPACKAGES)
@@ -61,6 +74,59 @@ def test_import_direction(sub: str) -> None:
         for target in _drivetl_imports(path) - ALLOWED[sub]:
             bad.append(f"{path.relative_to(PKG.parent)} imports drivetl.{target}")
     assert not bad, "import direction violated:\n" + "\n".join(bad)
+
+
+def test_formats_do_not_import_the_pipeline() -> None:
+    """Readers and writers (data/formats) yield records; they never import the sample pipeline."""
+    pipeline = {"dataset", "datamodule", "_finetune_frames", "collate", "augment", "check", "synthetic"}
+    bad = []
+    for path in sorted(DATA_FORMATS.rglob("*.py")):
+        for name in _imported_modules(path):
+            parts = name.split(".")
+            if parts[:2] == ["drivetl", "data"] and len(parts) > 2 and parts[2] in pipeline:
+                bad.append(f"{path.relative_to(PKG.parent)} imports {name}")
+    assert not bad, "a format imports the pipeline:\n" + "\n".join(bad)
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PKG.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_import_cycles() -> None:
+    """No two drivetl modules import each other, directly or through others, lazy imports included.
+
+    An import of a package counts as an import of its ``__init__``; a module's own package
+    ``__init__`` importing it back is the usual re-export and not a cycle.
+    """
+    modules = {_module_name(p): p for p in PKG.rglob("*.py")}
+    edges: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = set()
+        for imported in _imported_modules(path):
+            while imported and imported not in modules:
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name and not name.startswith(imported + "."):
+                targets.add(imported)
+        edges[name] = targets
+    cycles = []
+    state: dict[str, int] = {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join(stack[stack.index(nxt) :] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, stack)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
 
 _HEAVY_CHECK = """

@@ -221,7 +221,7 @@ def main() -> None:
         f"{np.mean([len(f.record.boxes) for f in frames]):.1f}"
     )
 
-    from drivetl.data.waymo import RangeImageData, WaymoWriter
+    from drivetl.data.formats.waymo import RangeImageData, WaymoWriter
 
     sim, caster = sims["ours"]
     with tempfile.TemporaryDirectory() as tmp:

@@ -12,7 +12,7 @@ torch.cuda.max_memory_allocated per phase. Peak host memory is the process's pea
 (VmHWM, reset before each phase where the kernel allows).
 
 Synthetic frames (without --data), chosen by --scene (auto: by the LiDAR grid's extent):
-  tiny   `drivetl.train.synthetic` frames (+-24 m, 20k ground points, two small cameras);
+  tiny   `drivetl.data.synthetic` frames (+-24 m, 20k ground points, two small cameras);
   waymo  Waymo-scale frames: 150-180k points over +-75 m from a pool of `drivetl.ops._synthetic`
          sweeps (randomly rotated and subsampled per frame) plus labelled object surfaces, and the
          five cameras of configs/rigs/waymo_like.yaml at the config's image size. No ray casting:
@@ -44,9 +44,9 @@ from drivetl._io import atomic_write_text
 from drivetl.data.augment import AugmentConfig, augment
 from drivetl.data.collate import collate
 from drivetl.data.records import CLASSES, Boxes, FrameKey, Sample
+from drivetl.data.synthetic import synthetic_sample
 from drivetl.models import instantiate
 from drivetl.train.losses import total_loss
-from drivetl.train.synthetic import synthetic_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 WAYMO_RIG = ROOT / "configs" / "rigs" / "waymo_like.yaml"
@@ -187,8 +187,8 @@ def write_team_folder(ds: torch.utils.data.Dataset, frames: int, root: str) -> i
     from PIL import Image
 
     from drivetl.calib import SensorRig, load_rig
+    from drivetl.data.formats.team import write_team
     from drivetl.data.records import CameraImage, FrameRecord, LidarPoints
-    from drivetl.data.team import write_team
 
     top = load_rig(WAYMO_RIG).lidar("TOP")
     rig = SensorRig("bench_synthetic", lidars=(top,), cameras=ds[0].cameras, ground=0.0)

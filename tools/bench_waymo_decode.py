@@ -20,10 +20,10 @@ import tracemalloc
 import zlib
 from pathlib import Path
 
-from drivetl.data._tfrecord import TFRecordReader
-from drivetl.data.waymo import WaymoFrame, WaymoV1Reader, WaymoWriter, parse_frame
-from drivetl.data.waymo._decode import default_threads
-from drivetl.data.waymo._synthetic import synthetic_frame
+from drivetl.data.formats._tfrecord import TFRecordReader
+from drivetl.data.formats.waymo import WaymoFrame, WaymoV1Reader, WaymoWriter, parse_frame
+from drivetl.data.formats.waymo._decode import default_threads
+from drivetl.data.formats.waymo._synthetic import synthetic_frame
 
 
 def _median_times(fns, repeats: int) -> list[float]:

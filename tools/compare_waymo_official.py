@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from drivetl.data._tfrecord import TFRecordReader
-from drivetl.data.waymo import LASER_NAMES, WaymoFrame, WaymoWriter, parse_frame, pixel_pose_matrices
-from drivetl.data.waymo._synthetic import synthetic_frame
+from drivetl.data.formats._tfrecord import TFRecordReader
+from drivetl.data.formats.waymo import LASER_NAMES, WaymoFrame, WaymoWriter, parse_frame, pixel_pose_matrices
+from drivetl.data.formats.waymo._synthetic import synthetic_frame
 
 TOLERANCE_M = 1e-3
 
@@ -64,7 +64,7 @@ def exact_points(frame: WaymoFrame, laser: str, return_index: int) -> np.ndarray
     """The same points in float64 throughout, by drivetl.calib's plain reference implementation."""
     import zlib
 
-    from drivetl.data.waymo._matrix import parse_matrix
+    from drivetl.data.formats.waymo._matrix import parse_matrix
 
     proto = next(la for la in frame.proto.lasers if LASER_NAMES[la.name - 1] == laser)
     ri = proto.ri_return1 if return_index == 1 else proto.ri_return2

@@ -25,11 +25,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from drivetl._io import atomic_write_bytes, atomic_write_text
-from drivetl.commands.demo import simulate
 from drivetl.eval import DetectionResult
-from drivetl.train import _demo_stages as stages
-from drivetl.train.demo import DemoPlan
-from drivetl.train.evaluate import evaluate
+from drivetl.workflows import _demo_stages as stages
+from drivetl.workflows.demo import DemoPlan
+from drivetl.workflows.evaluate import evaluate
 
 METHODS = ("lora", "bottleneck", "film", "norm", "domain_norm", "full", "scratch")
 
@@ -107,9 +106,9 @@ def run_study(
         f"seed {seed}"
     )
     if not stages.source_complete(plan):
-        stages.simulate_source(plan, simulate, _log)
+        stages.simulate_source(plan, stages.simulate, _log)
     if not plan.path("fleet", "splits", "test.txt").is_file():
-        stages.simulate_fleet(plan, simulate, _log)
+        stages.simulate_fleet(plan, stages.simulate, _log)
     if not stages.pretrained_ckpt(plan).is_file():
         stages.pretrain(plan, _log)
     pre = str(stages.pretrained_ckpt(plan).resolve())

@@ -15,7 +15,7 @@ import numpy as np
 from drivetl.calib import se3
 from drivetl.calib.camera import CameraModel
 from drivetl.calib.lidar import IntensityEncoding, LidarModel
-from drivetl.errors import RigError
+from drivetl.errors import RigError, short_repr
 
 LIDAR_KEYS = (
     "name",
@@ -50,39 +50,39 @@ def mapping(value: Any, where: str, known: tuple[str, ...] | None = None) -> Map
     if known is not None:
         unknown = [k for k in value if k not in known]
         if unknown:
-            raise RigError(f"{where}: unknown key {unknown[0]!r} (known keys: {', '.join(known)})")
+            raise RigError(f"{where}: unknown key {short_repr(unknown[0])} (known keys: {', '.join(known)})")
     return value
 
 
 def required(d: Mapping[str, Any], key: str, where: str) -> Any:
     if key not in d or d[key] is None:
-        raise RigError(f"{where}: missing required key {key!r}")
+        raise RigError(f"{where}: missing required key {short_repr(key)}")
     return d[key]
 
 
 def number(value: Any, where: str, positive: bool = False, minimum: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RigError(f"{where}: expected a number, got {value!r}")
+        raise RigError(f"{where}: expected a number, got {short_repr(value)}")
     x = float(value)
     if not math.isfinite(x):
-        raise RigError(f"{where}: must be finite, got {value!r}")
+        raise RigError(f"{where}: must be finite, got {short_repr(value)}")
     if positive and not x > 0:
-        raise RigError(f"{where}: must be positive, got {value!r}")
+        raise RigError(f"{where}: must be positive, got {short_repr(value)}")
     if minimum is not None and x < minimum:
-        raise RigError(f"{where}: must be >= {minimum:g}, got {value!r}")
+        raise RigError(f"{where}: must be >= {minimum:g}, got {short_repr(value)}")
     return x
 
 
 def integer(value: Any, where: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise RigError(f"{where}: expected an integer >= {minimum}, got {value!r}")
+        raise RigError(f"{where}: expected an integer >= {minimum}, got {short_repr(value)}")
     return int(value)
 
 
 def numbers(value: Any, where: str, length: int | None = None) -> np.ndarray:
     if not isinstance(value, list | tuple) or (length is not None and len(value) != length):
         want = f"a list of {length} numbers" if length is not None else "a list of numbers"
-        raise RigError(f"{where}: expected {want}, got {value!r}")
+        raise RigError(f"{where}: expected {want}, got {short_repr(value)}")
     return np.array([number(v, f"{where}[{i}]") for i, v in enumerate(value)], dtype=np.float64)
 
 
@@ -207,7 +207,7 @@ def lidar_from_dict(value: Any, where: str) -> LidarModel:
     d = mapping(value, where, LIDAR_KEYS)
     name = required(d, "name", where)
     if not isinstance(name, str) or not name:
-        raise RigError(f"{where}.name: expected a non-empty string, got {name!r}")
+        raise RigError(f"{where}.name: expected a non-empty string, got {short_repr(name)}")
     inclinations, order = _beams(d, where)
     offsets = None
     if d.get("azimuth_offsets_deg") is not None:
@@ -271,7 +271,7 @@ def camera_from_dict(value: Any, where: str) -> CameraModel:
     d = mapping(value, where, CAMERA_KEYS)
     name = required(d, "name", where)
     if not isinstance(name, str) or not name:
-        raise RigError(f"{where}.name: expected a non-empty string, got {name!r}")
+        raise RigError(f"{where}.name: expected a non-empty string, got {short_repr(name)}")
     intr = mapping(required(d, "intrinsics", where), f"{where}.intrinsics", ("fx", "fy", "cx", "cy"))
     k = {
         key: number(required(intr, key, f"{where}.intrinsics"), f"{where}.intrinsics.{key}")

@@ -32,10 +32,12 @@ class BeamPattern:
 
     @property
     def count(self) -> int:
+        """Number of beams."""
         return int(self.inclinations.shape[0])
 
     @property
     def inclinations_deg(self) -> np.ndarray:
+        """(H,) inclinations in degrees, ascending."""
         return np.degrees(self.inclinations)
 
 
@@ -147,3 +149,38 @@ def beam_spacing(beams: np.ndarray) -> np.ndarray:
     left = np.concatenate([[np.inf], gaps])
     right = np.concatenate([gaps, [np.inf]])
     return np.minimum(left, right)
+
+
+def beams_from_rings(points_sensor: np.ndarray, ring: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Beam inclinations from a driver's ring (laser) index: one beam per ring value.
+
+    points_sensor: (N, >=3) metres in the LiDAR's own frame; ring: (N,) integer beam index as the
+    driver numbers it. Returns ((H,) float64 radians ascending, the median elevation of each ring's
+    points; (N,) int64 index of each point's beam into them). DataError when two rings share one
+    elevation (the field is not a beam index).
+    """
+    elev = point_inclinations(points_sensor)
+    rings, ring_idx = np.unique(np.asarray(ring).astype(np.int64), return_inverse=True)
+    medians = np.array([np.median(elev[ring_idx == i]) for i in range(rings.size)])
+    order = np.argsort(medians)
+    inc = medians[order]
+    if inc.size > 1 and not np.all(np.diff(inc) > 0):
+        raise DataError("two ring values share one elevation; the ring field is not a beam index")
+    return inc, np.argsort(order)[ring_idx].astype(np.int64)
+
+
+def estimate_columns(points_sensor: np.ndarray, beam: np.ndarray, default_deg: float = 0.2) -> int:
+    """Columns per revolution: 2 pi over the median azimuth step between neighbouring points of a beam.
+
+    points_sensor: (N, >=3) in the LiDAR frame; beam: (N,) beam index of each point.
+    """
+    xyz = np.asarray(points_sensor, dtype=np.float64)
+    az = np.arctan2(xyz[:, 1], xyz[:, 0])
+    steps = []
+    for b in np.unique(beam):
+        a = np.sort(az[beam == b])
+        d = np.diff(a)
+        steps.append(d[d > 1e-6])
+    allsteps = np.concatenate(steps) if steps else np.zeros(0)
+    step = float(np.median(allsteps)) if allsteps.size else np.radians(default_deg)
+    return max(1, int(round(2 * np.pi / step)))

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from drivetl.calib import _backend as B
-from drivetl.errors import DataError, RigError
+from drivetl.errors import DataError, RigError, short_repr
 
 __all__ = ["CAMERA_FROM_OPTICAL", "OPTICAL_FROM_CAMERA", "ROLLING_SHUTTER_DIRECTIONS", "CameraModel"]
 
@@ -105,7 +105,8 @@ class CameraModel:
         object.__setattr__(self, "height", int(self.height))
         if self.rolling_shutter_direction not in ROLLING_SHUTTER_DIRECTIONS:
             raise RigError(
-                f"{where}: rolling shutter direction {self.rolling_shutter_direction!r} is not one of "
+                f"{where}: rolling shutter direction {short_repr(self.rolling_shutter_direction)} "
+                "is not one of "
                 f"{', '.join(ROLLING_SHUTTER_DIRECTIONS)}"
             )
         if self.readout_time_s < 0:
@@ -145,6 +146,7 @@ class CameraModel:
 
     @property
     def has_distortion(self) -> bool:
+        """True when any distortion coefficient is non-zero."""
         return any(c != 0.0 for c in self.distortion)
 
     @functools.cached_property

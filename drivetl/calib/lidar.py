@@ -19,7 +19,7 @@ from typing import Literal
 
 import numpy as np
 
-from drivetl.errors import RigError
+from drivetl.errors import RigError, short_repr
 
 __all__ = ["IntensityEncoding", "LidarModel"]
 
@@ -43,14 +43,17 @@ class IntensityEncoding:
 
     def __post_init__(self) -> None:
         if self.kind not in _INTENSITY_KINDS:
-            raise RigError(f"intensity encoding {self.kind!r} is not one of {', '.join(_INTENSITY_KINDS)}")
+            raise RigError(
+                f"intensity encoding {short_repr(self.kind)} is not one of {', '.join(_INTENSITY_KINDS)}"
+            )
         if self.transform not in _INTENSITY_TRANSFORMS:
             raise RigError(
-                f"intensity transform {self.transform!r} is not one of {', '.join(_INTENSITY_TRANSFORMS)}"
+                f"intensity transform {short_repr(self.transform)} is not one of "
+                f"{', '.join(_INTENSITY_TRANSFORMS)}"
             )
         value = float(self.max_value)
         if not (math.isfinite(value) and value > 0):
-            raise RigError(f"intensity max must be a positive number, got {self.max_value!r}")
+            raise RigError(f"intensity max must be a positive number, got {short_repr(self.max_value)}")
         if self.kind in _UINT_MAX and value > _UINT_MAX[self.kind]:
             raise RigError(
                 f"intensity max {value:g} does not fit {self.kind} (at most {_UINT_MAX[self.kind]:g})"
@@ -121,7 +124,7 @@ class LidarModel:
             off.setflags(write=False)
             object.__setattr__(self, "azimuth_offsets", off)
         if int(self.columns) != self.columns or self.columns < 1:
-            raise RigError(f"{where}: columns must be a positive integer, got {self.columns!r}")
+            raise RigError(f"{where}: columns must be a positive integer, got {short_repr(self.columns)}")
         object.__setattr__(self, "columns", int(self.columns))
         lo, hi = float(self.min_range), float(self.max_range)
         if not (math.isfinite(hi) and 0.0 <= lo < hi):
@@ -129,7 +132,7 @@ class LidarModel:
         object.__setattr__(self, "min_range", lo)
         object.__setattr__(self, "max_range", hi)
         if self.returns not in (1, 2):
-            raise RigError(f"{where}: returns must be 1 or 2, got {self.returns!r}")
+            raise RigError(f"{where}: returns must be 1 or 2, got {short_repr(self.returns)}")
 
     @classmethod
     def uniform_inclinations(cls, count: int, min_rad: float, max_rad: float) -> np.ndarray:

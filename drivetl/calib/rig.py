@@ -35,11 +35,11 @@ from typing import Any, Literal
 
 import yaml
 
-from drivetl._io import atomic_write_text
+from drivetl._io import atomic_write_text, read_yaml
 from drivetl.calib import _rig_schema as schema
 from drivetl.calib.camera import CameraModel
 from drivetl.calib.lidar import LidarModel
-from drivetl.errors import RigError
+from drivetl.errors import RigError, short_repr
 
 __all__ = ["SensorRig", "load_rig", "rig_from_dict", "rig_to_dict", "save_rig"]
 
@@ -68,7 +68,9 @@ class SensorRig:
             seen: set[str] = set()
             for i, sensor in enumerate(sensors):
                 if sensor.name in seen:
-                    raise RigError(f"{where}: {kind}[{i}].name: sensor name {sensor.name!r} is used twice")
+                    raise RigError(
+                        f"{where}: {kind}[{i}].name: sensor name {short_repr(sensor.name)} is used twice"
+                    )
                 seen.add(sensor.name)
         if self.ground != "estimate":
             if (
@@ -76,15 +78,19 @@ class SensorRig:
                 or not isinstance(self.ground, int | float)
                 or not math.isfinite(self.ground)
             ):
-                raise RigError(f"{where}: ground: expected a number or 'estimate', got {self.ground!r}")
+                raise RigError(
+                    f"{where}: ground: expected a number or 'estimate', got {short_repr(self.ground)}"
+                )
             object.__setattr__(self, "ground", float(self.ground))
 
     @property
     def lidar_names(self) -> tuple[str, ...]:
+        """The LiDARs' names, in rig order."""
         return tuple(s.name for s in self.lidars)
 
     @property
     def camera_names(self) -> tuple[str, ...]:
+        """The cameras' names, in rig order."""
         return tuple(s.name for s in self.cameras)
 
     def lidar(self, name: str) -> LidarModel:
@@ -93,7 +99,7 @@ class SensorRig:
             if sensor.name == name:
                 return sensor
         raise RigError(
-            f"{self.source_path or 'rig ' + self.name}: no lidar named {name!r} "
+            f"{self.source_path or 'rig ' + self.name}: no lidar named {short_repr(name)} "
             f"(known: {', '.join(self.lidar_names) or 'none'})"
         )
 
@@ -103,7 +109,7 @@ class SensorRig:
             if sensor.name == name:
                 return sensor
         raise RigError(
-            f"{self.source_path or 'rig ' + self.name}: no camera named {name!r} "
+            f"{self.source_path or 'rig ' + self.name}: no camera named {short_repr(name)} "
             f"(known: {', '.join(self.camera_names) or 'none'})"
         )
 
@@ -113,7 +119,7 @@ def rig_from_dict(d: Any, where: str = "rig") -> SensorRig:
     top = schema.mapping(d, where, _RIG_KEYS)
     name = top.get("name", Path(where).stem)
     if not isinstance(name, str) or not name:
-        raise RigError(f"{where}: name: expected a non-empty string, got {name!r}")
+        raise RigError(f"{where}: name: expected a non-empty string, got {short_repr(name)}")
     ground = top.get("ground", 0.0)
     if ground != "estimate":
         ground = schema.number(ground, f"{where}: ground")
@@ -150,7 +156,7 @@ def rig_to_dict(rig: SensorRig) -> dict[str, Any]:
 
 
 def load_rig(path: str | os.PathLike) -> SensorRig:
-    """Read and validate a rig file (`yaml.safe_load`); RigError naming the file and key when it is wrong."""
+    """Read and validate a rig file (bounded `yaml.safe_load`); RigError naming the file and key."""
     where = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -158,13 +164,7 @@ def load_rig(path: str | os.PathLike) -> SensorRig:
         raise RigError(f"{where}: no such rig file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RigError(f"{where}: cannot read the rig file ({exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise RigError(f"{where}: not valid YAML{at}: {problem}") from None
+    data = read_yaml(text, where, RigError)
     if data is None:
         raise RigError(f"{where}: the rig file is empty")
     return rig_from_dict(data, where)

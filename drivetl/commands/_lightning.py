@@ -1,7 +1,9 @@
 """Shared argument handling of the LightningCLI-backed commands (`pretrain`, `finetune`).
 
-The command itself takes ``--config``; every other option is handed to LightningCLI's ``fit``
-unchanged (``--data.root DIR``, ``--trainer.max_steps N``, ``--ckpt_path last``, ...).
+The command itself takes ``--config`` (repeatable: several files merge in order, a later one
+overriding what an earlier one set, as jsonargparse does); every other option is handed to
+LightningCLI's ``fit`` unchanged (``--data.root DIR``, ``--trainer.max_steps N``,
+``--ckpt_path last``, ...), after the configs.
 """
 
 from __future__ import annotations
@@ -11,8 +13,13 @@ from pathlib import Path
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_dir: str) -> None:
-    """``--config`` (required), and pass every unknown option through as ``args.overrides``."""
-    parser.add_argument("--config", required=True, help=f"a YAML file from {config_dir}")
+    """``--config`` (required, repeatable), and pass every unknown option through as ``args.overrides``."""
+    parser.add_argument(
+        "--config",
+        required=True,
+        action="append",
+        help=f"a YAML file from {config_dir}; repeat to merge several in order (a base, then what differs)",
+    )
     parser.set_defaults(overrides=[])
     plain = parser.parse_known_args
 
@@ -25,10 +32,28 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_dir: str) -> No
 
 
 def lightning_args(args: argparse.Namespace, config_dir: str) -> list[str]:
-    """``["--config", CONFIG, *overrides]``; ConfigError when the config file does not exist."""
+    """``["--config", C1, "--config", C2, ..., *overrides]``.
+
+    ConfigError naming a config file that does not exist, and naming the first config when it is
+    one that only states what differs from a base (it names no ``model.class_path``): alone, it
+    would silently run with the classes' defaults instead of the base's values.
+    """
+    from drivetl._io import read_yaml
     from drivetl.errors import ConfigError
 
-    config = Path(args.config)
-    if not config.is_file():
-        raise ConfigError(f"{config}: config file not found (see {config_dir})")
-    return ["--config", str(config), *args.overrides]
+    out: list[str] = []
+    for name in args.config:
+        config = Path(name)
+        if not config.is_file():
+            raise ConfigError(f"{config}: config file not found (see {config_dir})")
+        out += ["--config", str(config)]
+    first = Path(args.config[0])
+    doc = read_yaml(first.read_text(), str(first), ConfigError)
+    model = doc.get("model") if isinstance(doc, dict) else None
+    if not (isinstance(model, dict) and model.get("class_path")):
+        raise ConfigError(
+            f"{first}: names no model.class_path, so it only states what differs from a base config; "
+            f"put the config it extends first (--config BASE.yaml --config {first}; the shipped "
+            "fine-tune configs extend configs/finetune/base.yaml)"
+        )
+    return [*out, *args.overrides]

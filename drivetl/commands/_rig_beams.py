@@ -12,6 +12,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `drivetl rig beams`."""
     parser.add_argument("scans", nargs="+", metavar="SCAN", help="point files in the sensor frame")
     parser.add_argument("--write", metavar="RIG", help="rig.yaml whose LiDAR gets the estimated beams")
     parser.add_argument("--lidar", help="which LiDAR of the rig to update (default: the only one)")
@@ -29,8 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `drivetl rig beams`; returns the exit code."""
     from drivetl.calib.beams import estimate_beams
-    from drivetl.data.pointfile import read_points
+    from drivetl.data.formats.pointfile import read_points
 
     columns = tuple(c.strip() for c in args.bin_columns.split(","))
     scans = [read_points(path, columns=columns)[0] for path in args.scans]

@@ -12,6 +12,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `drivetl rig show`."""
     parser.add_argument("rig", metavar="RIG.yaml", help="the rig file to validate and summarize")
 
 
@@ -24,6 +25,7 @@ def _mount(m) -> tuple[str, str]:  # noqa: ANN001 - a (4, 4) array
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `drivetl rig show`; returns the exit code."""
     from rich.console import Console
     from rich.table import Table
 

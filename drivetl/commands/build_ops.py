@@ -11,6 +11,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `drivetl build-ops`."""
     parser.add_argument(
         "--backend",
         choices=("cpu", "cuda", "all"),
@@ -20,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `drivetl build-ops`; returns the exit code."""
     import torch
 
     from drivetl.ops import build

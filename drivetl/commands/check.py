@@ -12,6 +12,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `drivetl check`."""
     parser.add_argument(
         "data", metavar="DATA", help="team-format folder (with rig.yaml) or Waymo .tfrecord(s)"
     )
@@ -26,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `drivetl check`; returns the exit code."""
     from drivetl.data.check import run_check
 
     result = run_check(

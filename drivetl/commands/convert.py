@@ -12,6 +12,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `drivetl convert`."""
     parser.add_argument(
         "kind", choices=["waymo"], help="source format (waymo: Waymo Open Dataset v1 TFRecords)"
     )
@@ -32,10 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `drivetl convert`; returns the exit code."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from drivetl.data.waymo._convert import convert_waymo, find_sources
+    from drivetl.data.formats.waymo._convert import convert_waymo, find_sources
     from drivetl.errors import DataError
 
     if len(args.paths) < 2:

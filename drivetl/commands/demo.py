@@ -15,6 +15,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `drivetl demo`."""
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="demo folder (default runs/demo)")
     parser.add_argument(
         "--scale", type=float, default=1.0, help="frames and training steps multiplier (default 1: CPU-sized)"
@@ -27,18 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def simulate(rig, frames: int, out: Path, fmt: str, seed: int, workers: int, progress) -> list[str]:
-    """Render `frames` frames of `rig` into `out` (Waymo or team format); the summary lines."""
-    from drivetl.sim import SimulationPlan, simulate_dataset
-
-    plan = SimulationPlan(
-        rig=rig, frames=frames, out=out, format=fmt, seed=seed, frames_per_segment=10, shard_frames=10
-    )
-    return simulate_dataset(plan, workers=workers, progress=progress).lines()
-
-
 def run(args: argparse.Namespace) -> int:
-    from drivetl.train.demo import DemoPlan, run_demo
+    """Run `drivetl demo`; returns the exit code."""
+    from drivetl.workflows.demo import DemoPlan, run_demo
 
     plan = DemoPlan.for_scale(args.out, args.scale, args.seed, workers=max(1, args.workers))
     print(f"drivetl demo: scale {plan.scale:g}, seed {plan.seed}, folder {plan.out}")
@@ -47,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         f"({plan.labeled_frames} labeled) / {plan.fleet_val_frames} val / {plan.fleet_test_frames} test; "
         f"pretrain {plan.pretrain_steps} steps, fine-tune {plan.finetune_steps} steps"
     )
-    result = run_demo(plan, simulate, log=lambda m: print(m, flush=True), force=args.force, until=args.until)
+    result = run_demo(plan, log=lambda m: print(m, flush=True), force=args.force, until=args.until)
     if result.table:
         print()
         print(result.table)

@@ -15,12 +15,21 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `drivetl evaluate`."""
     parser.add_argument(
         "--ckpt",
         action="append",
-        required=True,
+        default=[],
         metavar="CKPT",
         help="checkpoint or adapter file (ADAPTER@BASE); repeat for a comparison",
+    )
+    parser.add_argument(
+        "--predictions",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="a `drivetl predict --out` folder, scored like a model (after the --ckpt models)",
     )
     parser.add_argument(
         "--data", required=True, type=Path, help="team folder (with rig.yaml) or Waymo TFRecords"
@@ -76,11 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `drivetl evaluate`; returns the exit code."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from drivetl.errors import ConfigError
-    from drivetl.train.evaluate import evaluate, parse_range_edges
+    from drivetl.workflows.evaluate import evaluate, parse_range_edges
 
     class_map = {}
     for item in args.class_map:
@@ -88,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
         if not sep or not name or not cls:
             raise ConfigError(f"--class-map {item!r}: write NAME=CLASS, e.g. car=vehicle")
         class_map[name] = cls
+    if not args.ckpt and not args.predictions:
+        raise ConfigError("evaluate: give at least one --ckpt or --predictions")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size {args.batch_size}: use at least 1")
     device = args.device
@@ -110,8 +122,11 @@ def run(args: argparse.Namespace) -> int:
                 tasks[name] = bar.add_task(name, total=total)
             bar.update(tasks[name], completed=done)
 
+        from drivetl.workflows.evaluate import PredictionFiles
+
+        models = list(args.ckpt) + [PredictionFiles.open(p) for p in args.predictions]
         report = evaluate(
-            args.ckpt,
+            models,
             args.data,
             args.out,
             names=args.name,
@@ -140,4 +155,5 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"report: {report.paths['report']}")
     print(f"metrics: {report.paths['metrics']}")
+    print(f"html: {report.paths['html']}")
     return 0

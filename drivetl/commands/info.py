@@ -13,6 +13,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `drivetl info`."""
     parser.add_argument("file", metavar="FILE", help="a Waymo v1 .tfrecord file")
     parser.add_argument(
         "--check", action="store_true", help="go on past damaged records and frames, counting them"
@@ -21,10 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `drivetl info`; returns the exit code."""
     from collections import Counter
     from pathlib import Path
 
-    from drivetl.data.waymo import LASER_NAMES, WaymoV1Reader
+    from drivetl.data.formats.waymo import LASER_NAMES, WaymoV1Reader
     from drivetl.errors import DataError
 
     path = Path(args.file)

@@ -2,7 +2,8 @@
 
 Usage: ``drivetl pretrain --config configs/pretrain/tiny_lidar.yaml [--data.root DIR]
 [--trainer.max_steps N] [--trainer.devices 4 --trainer.strategy ddp] [--ckpt_path last]``.
-Every option after ``--config`` is a LightningCLI option of the ``fit`` subcommand.
+Several ``--config`` files merge in order; every other option is a LightningCLI option of the ``fit``
+subcommand.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `drivetl pretrain`."""
     add_config_arguments(parser, CONFIG_DIR)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `drivetl pretrain`; returns the exit code."""
     from drivetl.train.cli import run_pretrain
 
     run_pretrain(lightning_args(args, CONFIG_DIR))

@@ -121,6 +121,7 @@ class ShardWriter:
 
     @property
     def count(self) -> int:
+        """Frames written into the shard so far."""
         return len(self._frames)
 
     def close(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from drivetl.calib.beams import beam_spacing, estimate_beams, nearest_beam, point_inclinations
+from drivetl.calib.rig_vector import rig_vector
 from drivetl.data.records import POINT_COLUMNS, Boxes, FrameRecord, Sample
 from drivetl.errors import DataError, RigError
 
@@ -285,4 +286,6 @@ def canonicalize(
         images = {name: img.decode() for name, img in record.cameras.items() if name in known}
     if report is not None:
         report.update(info)
-    return Sample(record.key, points, columns, boxes, images, cameras, getattr(rig, "name", ""))
+    return Sample(
+        record.key, points, columns, boxes, images, cameras, getattr(rig, "name", ""), rig_vector(rig), g
+    )

@@ -20,8 +20,8 @@ import numpy as np
 
 from drivetl._io import atomic_write_text
 from drivetl.calib.se3 import rpy_from_rotation
-from drivetl.data._team_validate import Issue, validate_team_folder
 from drivetl.data.canonicalize import canonicalize, estimate_ground, points_in_boxes, size_statistics
+from drivetl.data.formats.team._validate import Issue, validate_team_folder
 from drivetl.data.records import FrameRecord
 from drivetl.errors import DataError, DrivetlError
 
@@ -55,6 +55,7 @@ class DatasetStats:
 
 @dataclass
 class CheckResult:
+    """What `run_check` found: issues, the report and its figures, the statistics (and the source's)."""
     issues: list[Issue]
     report: Path
     figures: list[Path]
@@ -63,6 +64,7 @@ class CheckResult:
 
     @property
     def has_errors(self) -> bool:
+        """True when an issue is an error (the command exits 1)."""
         return any(i.severity == "error" for i in self.issues)
 
 
@@ -70,7 +72,7 @@ def open_records(path: str | os.PathLike, max_frames: int = 20) -> Iterator[Fram
     """Up to `max_frames` records (evenly spaced for team folders) from a team folder or Waymo TFRecords."""
     path = Path(path)
     if path.is_dir() and (path / "rig.yaml").is_file():
-        from drivetl.data.team import TeamReader
+        from drivetl.data.formats.team import TeamReader
 
         reader = TeamReader(path)
         n = len(reader)
@@ -84,7 +86,7 @@ def open_records(path: str | os.PathLike, max_frames: int = 20) -> Iterator[Fram
     files = sorted(path.glob("*.tfrecord*")) if path.is_dir() else [path]
     if not files or not all(f.is_file() for f in files):
         raise DataError(f"{path}: neither a team-format folder (with rig.yaml) nor Waymo .tfrecord files")
-    from drivetl.data.waymo import WaymoV1Reader
+    from drivetl.data.formats.waymo import WaymoV1Reader
 
     count = 0
     for f in files:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import torch
 
+from drivetl.calib.rig_vector import RIG_VECTOR_DIM
 from drivetl.data.records import CLASSES, FrameKey, Sample
 
 __all__ = ["Batch", "collate", "resize_image"]
@@ -35,6 +36,8 @@ class Batch:
     camera_distortion: (B, V, 5) float32 ``k1, k2, p1, p2, k3``.
     camera_from_vehicle: (B, V, 4, 4) float32; camera = Waymo camera frame (x fwd, y left, z up).
     image_size: (B, V, 2) int64 ``width, height`` in pixels that `camera_K` refers to.
+    rig_vectors: (B, D) float32, each frame's rig vector (`drivetl.calib.rig_vector`, D =
+        `RIG_VECTOR_DIM`); a model that conditions on the rig reads it here.
     keys, rig_names: one per frame. camera_names: the V view names. classes: names of box classes.
     """
 
@@ -50,6 +53,7 @@ class Batch:
     camera_distortion: torch.Tensor
     camera_from_vehicle: torch.Tensor
     image_size: torch.Tensor
+    rig_vectors: torch.Tensor
     keys: tuple[FrameKey, ...]
     rig_names: tuple[str, ...]
     camera_names: tuple[str, ...]
@@ -60,10 +64,12 @@ class Batch:
 
     @property
     def batch_size(self) -> int:
+        """B, the number of frames."""
         return int(self.offsets.shape[0]) - 1
 
     @property
     def num_views(self) -> int:
+        """V, the number of camera views."""
         return len(self.camera_names)
 
     def check(self) -> None:
@@ -83,6 +89,7 @@ class Batch:
         assert self.boxes.ndim == 2 and self.boxes.shape[1] == 7 and self.boxes.dtype == torch.float32
         assert self.box_classes.shape == (self.boxes.shape[0],) and self.box_classes.dtype == torch.int64
         assert len(self.rig_names) == b, "one rig name per frame"
+        assert self.rig_vectors.shape == (b, RIG_VECTOR_DIM) and self.rig_vectors.dtype == torch.float32
         assert self.images.ndim == 5 and self.images.shape[:3] == (b, v, 3), f"images {self.images.shape}"
         assert self.camera_valid.shape == (b, v) and self.camera_valid.dtype == torch.bool
         assert self.camera_K.shape == (b, v, 3, 3)
@@ -211,6 +218,11 @@ def collate(
         camera_distortion=torch.from_numpy(dist_all).float(),
         camera_from_vehicle=torch.from_numpy(cfv_all).float(),
         image_size=torch.from_numpy(size_all),
+        rig_vectors=torch.from_numpy(
+            np.stack(
+                [s.rig_vector if s.rig_vector is not None else np.zeros(RIG_VECTOR_DIM) for s in samples]
+            ).astype(np.float32)
+        ),
         keys=tuple(s.key for s in samples),
         rig_names=tuple(s.rig_name for s in samples),
         camera_names=views,

@@ -1,202 +1,56 @@
-"""The training data module: source frames -> canonicalize -> augment -> collate, in worker processes.
+"""The data modules: `FrameDataset` batches for Lightning, in worker processes.
 
-Sources (``format``): ``"waymo"`` (a folder of Waymo v1 ``*.tfrecord`` files, read directly with
-random access through a record index), ``"team"`` (a team-format folder with its ``rig.yaml``),
-``"cache"`` (the training cache written by ``drivetl convert``), or ``"auto"`` (decided from what the
-folder holds). Validation frames come from ``val_root`` or, without one, are the last
-``val_fraction`` of the frames (in file order, so they are whole held-out stretches of driving).
+`FrameDataModule` holds what every training run shares: the data folder and its format, the batch
+spec (point columns, classes, cameras, image size: the model's `BatchSpec`, overridden by what the
+config gives), augmentation, LiDAR choice and the loaders. Its two kinds:
+
+- `DriveDataModule` (pretraining): frames of ``root``; validation frames from ``val_root`` or,
+  without one, the last ``val_fraction`` of the frames (in file order, so they are whole held-out
+  stretches of driving);
+- `FinetuneDataModule` (fine-tuning; which frames: `drivetl.data._finetune_frames`): a team's
+  fleet folder with a labeled subset, the unlabeled rest, a declared validation split, optionally
+  mixed with source frames brought towards the target rig.
+
+Sources (``format``): ``"waymo"`` (Waymo v1 ``*.tfrecord`` files), ``"team"`` (a team-format folder
+with its ``rig.yaml``), ``"cache"`` (the training cache of ``drivetl convert``) or ``"auto"``.
 """
 
 from __future__ import annotations
 
-import math
-import struct
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from drivetl.data._tfrecord import masked_crc32c
-from drivetl.data.augment import AugmentConfig, augment
-from drivetl.data.collate import Batch, collate
-from drivetl.data.records import CLASSES, FrameRecord, Sample
-from drivetl.errors import DataError
+from drivetl.data._finetune_frames import FinetuneFrames, select_frames
+from drivetl.data.augment import AugmentConfig
+from drivetl.data.collate import Batch
+from drivetl.data.dataset import BatchSpec, Collate, FrameDataset, FrameSet, held_out, open_source
+from drivetl.errors import ConfigError, DataError
 
-__all__ = ["CollateFn", "DriveDataModule", "FrameDataset", "WaymoRecordIndex", "open_source"]
+__all__ = ["DriveDataModule", "FinetuneDataModule", "FrameDataModule"]
 
-_HEADER = struct.Struct("<QI")
-
-
-class WaymoRecordIndex:
-    """Random access to the Frames of Waymo v1 TFRecord files: ``len``, ``[i] -> FrameRecord``.
-
-    The index holds (file, byte offset) per record, found by walking the record headers once.
-    """
-
-    def __init__(self, files: Sequence[str | Path]):
-        self.entries: list[tuple[str, int]] = []
-        for path in files:
-            size = Path(path).stat().st_size
-            with open(path, "rb") as f:
-                offset = 0
-                while offset < size:
-                    header = f.read(12)
-                    if len(header) < 12:
-                        raise DataError(
-                            f"{path}: truncated record header at byte offset {offset}; "
-                            "the file is damaged (re-copy it)"
-                        )
-                    length, _ = _HEADER.unpack(header)
-                    self.entries.append((str(path), offset))
-                    offset += 16 + length
-                    f.seek(offset)
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __getitem__(self, i: int) -> FrameRecord:
-        from drivetl.data.waymo import WaymoFrame, parse_frame
-
-        path, offset = self.entries[i]
-        where = f"{path}: record at byte offset {offset}"
-        with open(path, "rb") as f:
-            f.seek(offset)
-            length, _ = _HEADER.unpack(f.read(12))
-            data = f.read(length)
-            footer = f.read(4)
-        if len(data) < length or len(footer) < 4:
-            raise DataError(f"{where}: truncated record; the file is damaged (re-copy it)")
-        if masked_crc32c(data) != struct.unpack("<I", footer)[0]:
-            raise DataError(f"{where}: data CRC mismatch; the file is damaged (re-copy it)")
-        return WaymoFrame(parse_frame(data, where), where=where, threads=1).to_record()
+Format = Literal["auto", "waymo", "team", "cache"]
 
 
-def open_source(root: str | Path, fmt: str = "auto"):
-    """A frame source over `root`: an object with ``len`` and ``[i] -> FrameRecord``."""
-    root = Path(root)
-    if not root.exists():
-        raise DataError(
-            f"{root}: data folder not found (set --data.root to a Waymo TFRecord folder, a team "
-            "folder or a training cache)"
-        )
-    if fmt == "auto":
-        if (root / "index.json").is_file():
-            fmt = "cache"
-        elif root.is_file() or any(root.rglob("*.tfrecord")):
-            fmt = "waymo"
-        elif (root / "rig.yaml").is_file():
-            fmt = "team"
-        else:
-            raise DataError(
-                f"{root}: neither a training cache (index.json), Waymo TFRecords (*.tfrecord) nor a "
-                "team folder (rig.yaml); pass --data.format or point --data.root at the data"
-            )
-    if fmt == "waymo":
-        files = [root] if root.is_file() else sorted(root.rglob("*.tfrecord"))
-        if not files:
-            raise DataError(f"{root}: no *.tfrecord files")
-        return WaymoRecordIndex(files)
-    if fmt == "team":
-        from drivetl.data.team import TeamReader
+class FrameDataModule(pl.LightningDataModule):
+    """What the training data modules share (see the module docstring).
 
-        return TeamReader(root)
-    if fmt == "cache":
-        from drivetl.data.cache import TrainingCache
-
-        return TrainingCache(root)
-    raise DataError(f"data.format must be auto, waymo, team or cache; got {fmt!r}")
-
-
-class FrameDataset(Dataset):
-    """``[i] -> Sample``: reads frame ``indices[i]`` of a source, canonicalizes and (optionally) augments it.
-
-    columns: point columns every sample gets, in order (an optional column a source lacks is zeros).
-    """
-
-    def __init__(
-        self,
-        source,
-        indices: Sequence[int],
-        *,
-        columns: Sequence[str],
-        cameras: bool,
-        augment_config: AugmentConfig | None = None,
-        seed: int = 0,
-        lidars: Sequence[str] | None = None,
-    ):
-        self.source = source
-        self.indices = list(indices)
-        self.columns = tuple(columns)
-        self.cameras = cameras
-        self.augment_config = augment_config
-        self.seed = seed
-        self.lidars = list(lidars) if lidars else None
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> Sample:
-        import dataclasses
-
-        from drivetl.data.canonicalize import canonicalize
-
-        record = self.source[self.indices[i]]
-        sample = canonicalize(record, lidars=self.lidars, decode_images=self.cameras)
-        cols = [
-            sample.points[:, sample.columns.index(c)]
-            if c in sample.columns
-            else np.zeros(len(sample.points), np.float32)
-            for c in self.columns
-        ]
-        sample = dataclasses.replace(
-            sample, points=np.stack(cols, 1).astype(np.float32), columns=self.columns
-        )
-        if not self.cameras:
-            sample = dataclasses.replace(sample, images={}, cameras=())
-        if self.augment_config is not None:
-            draw = int(torch.randint(0, 2**31 - 1, ()).item())  # seeded per worker and epoch by the loader
-            sample = augment(
-                sample, np.random.default_rng([self.seed, self.indices[i], draw]), self.augment_config
-            )
-        return sample
-
-
-class CollateFn:
-    """Picklable `collate` with fixed keyword arguments (for DataLoader worker processes)."""
-
-    def __init__(self, camera_names, image_size, classes, columns):
-        self.kwargs = {
-            "camera_names": camera_names,
-            "image_size": image_size,
-            "classes": classes,
-            "columns": columns,
-        }
-
-    def __call__(self, samples: list[Sample]) -> Batch:
-        return collate(samples, **self.kwargs)
-
-
-class DriveDataModule(pl.LightningDataModule):
-    """Batches of canonical, augmented frames for training and validation.
-
-    root: the data folder; format: auto | waymo | team | cache; val_root: a separate validation folder.
-    val_fraction: share of `root`'s frames held out when there is no `val_root`.
-    max_frames: use at most this many frames of `root` (None: all).
-    image_size: (height, width) of the stacked camera images; None trains without cameras.
-    camera_names: views in order (None: as the data lists them). classes: class names (head order).
-    point_columns: point columns passed to the model. augment: `AugmentConfig` fields (None: off).
-    lidars: which LiDARs to use (None: all). batch_size, num_workers, pin_memory (None: on with CUDA).
+    root: the data folder; format: auto | waymo | team | cache. val_fraction: share of the frames
+    held out for validation when nothing else declares them. max_frames: use at most this many
+    training frames (None: all). image_size ((height, width)), camera_names, classes,
+    point_columns: the batch spec; None keeps the defaults (LiDAR only, canonical classes, x y z
+    intensity), or for fine-tuning the model's (`FinetuneDataModule`'s `model_spec`).
+    augment: `AugmentConfig` fields (None: off). lidars: which LiDARs to use (None: all).
+    batch_size, num_workers, pin_memory (None: on with CUDA), seed (augmentation and subsets).
     """
 
     def __init__(
         self,
         root: str | None = None,
-        format: Literal["auto", "waymo", "team", "cache"] = "auto",
-        val_root: str | None = None,
+        format: Format = "auto",
         val_fraction: float = 0.1,
         max_frames: int | None = None,
         image_size: tuple[int, int] | None = None,
@@ -211,52 +65,48 @@ class DriveDataModule(pl.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        self.save_hyperparameters()
-        self.classes = tuple(classes) if classes else CLASSES
-        self.columns = tuple(point_columns) if point_columns else ("x", "y", "z", "intensity")
+        self.save_hyperparameters(ignore=["model_spec"])
         self.augment_config = AugmentConfig(**augment) if augment is not None else None
-        self.train_set: FrameDataset | None = None
-        self.val_set: FrameDataset | None = None
+        self.spec = self.batch_spec(BatchSpec())
 
-    def setup(self, stage: str | None = None) -> None:
+    def batch_spec(self, model: BatchSpec) -> BatchSpec:
+        """`model` (what the model takes) with the spec fields this data module's config gives."""
         hp = self.hparams
-        if self.train_set is not None:
-            return
-        if hp.root is None:
-            raise DataError(
-                "no data: set --data.root to a Waymo TFRecord folder, a team folder or a training cache"
-            )
-        source = open_source(hp.root, hp.format)
-        n = len(source) if hp.max_frames is None else min(len(source), hp.max_frames)
-        cams = hp.image_size is not None
-        common = {"columns": self.columns, "cameras": cams, "seed": hp.seed, "lidars": hp.lidars}
-        if hp.val_root is not None:
-            val_source = open_source(hp.val_root, hp.format)
-            train_idx, val_idx = list(range(n)), list(range(len(val_source)))
-        else:
-            val_source = source
-            n_val = min(max(math.ceil(n * hp.val_fraction), 1), n - 1) if n > 1 else 0
-            train_idx, val_idx = list(range(n - n_val)), list(range(n - n_val, n))
-        if not train_idx:
-            raise DataError(f"{hp.root}: no training frames (found {len(source)})")
-        self.train_set = FrameDataset(source, train_idx, augment_config=self.augment_config, **common)
-        self.val_set = FrameDataset(val_source, val_idx or train_idx[:1], augment_config=None, **common)
+        return model.merged(
+            columns=hp.point_columns or None,
+            classes=hp.classes or None,
+            image_size=hp.image_size,
+            camera_names=hp.camera_names,
+        )
+
+    def _dataset(self, sets: Sequence[FrameSet], augmented: bool) -> FrameDataset:
+        return FrameDataset(
+            sets,
+            self.spec,
+            augment=self.augment_config if augmented else None,
+            seed=self.hparams.seed,
+            lidars=self.hparams.lidars,
+        )
 
     def _loader(self, dataset: FrameDataset, shuffle: bool) -> DataLoader:
         hp = self.hparams
         pin = torch.cuda.is_available() if hp.pin_memory is None else hp.pin_memory
-        size = tuple(hp.image_size) if hp.image_size is not None else None
         return DataLoader(
             dataset,
             batch_size=hp.batch_size,
             shuffle=shuffle,
             num_workers=hp.num_workers,
-            collate_fn=CollateFn(hp.camera_names if size else (), size, self.classes, self.columns),
+            collate_fn=Collate(self.spec),
             pin_memory=pin,
             drop_last=shuffle and len(dataset) > hp.batch_size,
             persistent_workers=hp.num_workers > 0,
             prefetch_factor=4 if hp.num_workers > 0 else None,
         )
+
+    def _open_root(self, what: str):
+        if self.hparams.root is None:
+            raise DataError(f"no data: set --data.root to {what}")
+        return open_source(self.hparams.root, self.hparams.format)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         """`Batch.to` with ``non_blocking`` on CUDA (Lightning passes it only to plain tensors), so
@@ -265,8 +115,131 @@ class DriveDataModule(pl.LightningDataModule):
             return batch.to(device, non_blocking=torch.device(device).type == "cuda")
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
+
+class DriveDataModule(FrameDataModule):
+    """Batches of canonical, augmented frames for pretraining.
+
+    val_root: a separate validation folder (else the last `val_fraction` of `root`'s frames).
+    The other arguments: `FrameDataModule`.
+    """
+
+    def __init__(self, val_root: str | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.train_set: FrameDataset | None = None
+        self.val_set: FrameDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        """Open the data and split it into training and validation frames (once)."""
+        hp = self.hparams
+        if self.train_set is not None:
+            return
+        source = self._open_root("a Waymo TFRecord folder, a team folder or a training cache")
+        n = len(source) if hp.max_frames is None else min(len(source), hp.max_frames)
+        if hp.val_root is not None:
+            val_source = open_source(hp.val_root, hp.format)
+            train_idx, val_idx = list(range(n)), list(range(len(val_source)))
+        else:
+            val_source = source
+            n_val = held_out(n, hp.val_fraction)
+            train_idx, val_idx = list(range(n - n_val)), list(range(n - n_val, n))
+        if not train_idx:
+            raise DataError(f"{hp.root}: no training frames (found {len(source)})")
+        self.train_set = self._dataset([FrameSet(source, train_idx)], augmented=True)
+        self.val_set = self._dataset([FrameSet(val_source, val_idx or train_idx[:1])], augmented=False)
+
     def train_dataloader(self) -> DataLoader:
+        """Shuffled, augmented training batches."""
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
+        """Validation batches, in order, not augmented."""
         return self._loader(self.val_set, shuffle=False)
+
+
+class FinetuneDataModule(FrameDataModule):
+    """Batches of canonical target frames (+ optional source frames) for fine-tuning.
+
+    Which frames (`drivetl.data._finetune_frames`): root is the fleet folder (team format, or anything
+    `open_source` reads). train_split / val_split: team split names; val_fraction: held out when
+    the folder has no `val_split`. labeled_fraction: seeded share of training frames whose labels
+    are used; labeled_split_file: frame ids to use as labeled instead. unlabeled_split: a team
+    split of extra label-free frames for self-training. source_root / source_format /
+    source_max_frames / source_beam_resample / source_size_shift: the optional source frames.
+    model_spec: the batches the model takes (`FinetuneModule.batch_spec`: the pretrained encoders'
+    point columns, cameras and image size, the head's classes), which the spec fields of the config
+    override; unlabeled: also serve the unlabeled frames in training (``{"labeled", "unlabeled"}``
+    batches). The command line links both from the model when it builds the two. The other
+    arguments: `FrameDataModule`.
+    """
+
+    def __init__(
+        self,
+        train_split: str | None = "train",
+        val_split: str | None = "val",
+        labeled_fraction: float = 1.0,
+        labeled_split_file: str | None = None,
+        unlabeled_split: str | None = None,
+        source_root: str | None = None,
+        source_format: Format = "auto",
+        source_max_frames: int | None = None,
+        source_beam_resample: bool = True,
+        source_size_shift: bool = False,
+        model_spec: BatchSpec | None = None,
+        unlabeled: bool = False,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.spec = self.batch_spec(model_spec or BatchSpec())
+        if not 0.0 < labeled_fraction <= 1.0:
+            raise ConfigError(f"data.labeled_fraction must lie in (0, 1], got {labeled_fraction}")
+        self.frames: FinetuneFrames | None = None
+        self._sets: dict[str, FrameDataset] = {}
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Frames per set: labeled, unlabeled, val, norm, source (empty before `setup`)."""
+        return self.frames.counts if self.frames is not None else {}
+
+    @property
+    def labeled_keys(self) -> list:
+        """Ids of the labeled target frames (empty before `setup`, or when the source has none)."""
+        return self.frames.labeled_keys if self.frames is not None else []
+
+    @property
+    def source_options(self) -> dict[str, Any]:
+        """The `canonicalize` options of the source frames (empty without source frames)."""
+        return self.frames.source_options if self.frames is not None else {}
+
+    def setup(self, stage: str | None = None) -> None:
+        """Choose the frames (labeled subset, unlabeled rest, validation, source) once."""
+        if self._sets:
+            return
+        hp = self.hparams
+        target = self._open_root("the team folder to fine-tune on")
+        self.frames = f = select_frames(target, hp)
+        self._sets = {
+            "labeled": self._dataset(f.labeled, augmented=True),
+            "unlabeled": self._dataset(f.unlabeled, augmented=True),
+            "val": self._dataset(f.val, augmented=False),
+            "norm": self._dataset(f.norm, augmented=False),
+        }
+
+    def train_dataloader(self):
+        """Labeled batches; with `unlabeled`, ``{"labeled": ..., "unlabeled": ...}`` loaders."""
+        labeled = self._loader(self._sets["labeled"], shuffle=True)
+        if not self.hparams.unlabeled:
+            return labeled
+        if not len(self._sets["unlabeled"]):
+            raise ConfigError(
+                f"{self.hparams.root}: self-training needs unlabeled frames; set data.labeled_fraction < 1, "
+                "data.labeled_split_file or data.unlabeled_split"
+            )
+        return {"labeled": labeled, "unlabeled": self._loader(self._sets["unlabeled"], shuffle=True)}
+
+    def val_dataloader(self) -> DataLoader:
+        """The declared validation frames, in order, not augmented."""
+        return self._loader(self._sets["val"], shuffle=False)
+
+    def norm_dataloader(self) -> DataLoader:
+        """Every target training frame (labeled or not), un-augmented, in order: BatchNorm re-estimation."""
+        return self._loader(self._sets["norm"], shuffle=False)

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from drivetl.calib.rig_vector import RIG_VECTOR_DIM
+
 if TYPE_CHECKING:
     from drivetl.calib import SensorRig
 
@@ -143,6 +145,7 @@ class Boxes:
 
     @staticmethod
     def empty() -> Boxes:
+        """No boxes."""
         return Boxes(np.zeros((0, 7)), ())
 
     def select(self, mask: np.ndarray) -> Boxes:
@@ -191,6 +194,11 @@ class Sample:
     images: camera name -> (H, W, 3) uint8 RGB, one entry per camera in `cameras` that has an image.
     cameras: camera models whose `vehicle_from_camera` is expressed in the canonical frame (so
         projecting `points` with them lands on `images`).
+    rig_name: the recording rig's name. rig_vector: (`RIG_VECTOR_DIM`,) float32 descriptor of that
+        rig (`drivetl.calib.rig_vector`); None for a hand-made sample without a rig (zeros in a batch).
+    ground_z: metres, the z of the ground in the recording's vehicle frame that canonicalization
+        subtracted (``vehicle = canonical + (0, 0, ground_z)``); predictions go back to the vehicle
+        frame with it.
     """
 
     key: FrameKey
@@ -200,10 +208,17 @@ class Sample:
     images: Mapping[str, np.ndarray] = field(default_factory=dict)
     cameras: tuple = ()
     rig_name: str = ""
+    rig_vector: np.ndarray | None = None
+    ground_z: float = 0.0
 
     def __post_init__(self) -> None:
         if self.points.ndim != 2 or self.points.shape[1] != len(self.columns):
             raise ValueError(f"sample {self.key}: points {self.points.shape} vs columns {self.columns}")
+        if self.rig_vector is not None and np.shape(self.rig_vector) != (RIG_VECTOR_DIM,):
+            raise ValueError(
+                f"sample {self.key}: rig_vector of shape {np.shape(self.rig_vector)}, "
+                f"expected ({RIG_VECTOR_DIM},)"
+            )
         if self.points.dtype != np.float32:
             object.__setattr__(self, "points", self.points.astype(np.float32))
         object.__setattr__(self, "images", _frozen(self.images))

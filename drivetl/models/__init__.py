@@ -1,6 +1,8 @@
 """drivetl.models: LiDAR and camera encoders, BEV fusion, the detection head, and the detector.
 
 Build a model with typed constructors (or `instantiate` on a ``class_path``/``init_args`` config).
+`drivetl.models.adapters` adapts a pretrained detector (the table of methods, `AdaptedDetector`);
+`drivetl.models.checkpoint` loads pretrained tensors and writes a checkpoint's metadata.
 """
 
 from drivetl.models.build import instantiate

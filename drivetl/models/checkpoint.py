@@ -42,10 +42,17 @@ import torch
 from torch import nn
 
 from drivetl.errors import CheckpointError
-from drivetl.models.adapters import arch_signature, base_key
+from drivetl.models._keys import arch_signature, base_key
 
 META_KEY = "drivetl"
 META_FORMAT = 1
+#: the architecture name detector checkpoints record (`load_pretrained(arch=...)`)
+ARCH = "drivetl.models.BEVDetector"
+#: the frame and units a detector's training data were brought to (recorded in its checkpoints)
+CANONICAL_FRAME = (
+    "vehicle frame x forward, y left, z up (metres), ground under the vehicle at z = 0, "
+    "intensity canonical in [0, 1]; cameras: Waymo camera frame, pinhole + k1 k2 p1 p2 k3"
+)
 _PREFIXES = ("", "model.", "module.", "model.module.", "net.", "network.")
 
 
@@ -82,6 +89,55 @@ def checkpoint_metadata(
         "rig": rig,
         "config": config,
     }
+
+
+def detector_metadata(
+    detector: nn.Module,
+    hparams: Mapping[str, Any],
+    seen: Mapping[str, Any],
+    *,
+    task: str = "pretrain",
+    detector_config: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``checkpoint["drivetl"]`` entry of a `BEVDetector` (plain builtins only).
+
+    `checkpoint_metadata`'s fields (format, arch, arch_signature, classes, class_dims, grid, rig,
+    config) plus: task, detector config (``hparams["detector"]`` unless given), BEV geometry, the
+    point columns, camera names, image size and rig names the training data had (from `seen`), and
+    the canonical frame. Fine-tuning adds its adapter fields on top.
+    """
+    grid = detector.lidar.grid
+    geo = detector.geometry
+    meta = checkpoint_metadata(
+        detector,
+        arch=ARCH,
+        classes=list(detector.classes),
+        grid={"voxel_size": list(grid.voxel_size), "point_range": list(grid.point_range)},
+        rig=None,
+        config=plain_builtins(dict(hparams)),
+        class_dims={"head.heatmap.1.*": 0},
+    )
+    meta.update(
+        {
+            "task": task,
+            "detector": plain_builtins(hparams["detector"] if detector_config is None else detector_config),
+            "state_dict_prefix": "model.",
+            "bev": {
+                "x_min": geo.x_min,
+                "y_min": geo.y_min,
+                "cell_x": geo.cell_x,
+                "cell_y": geo.cell_y,
+                "height": geo.height,
+                "width": geo.width,
+            },
+            "point_columns": plain_builtins(seen.get("columns")),
+            "camera_names": plain_builtins(seen.get("camera_names")),
+            "image_size": plain_builtins(seen.get("image_size")),
+            "rigs": sorted(seen.get("rigs", ())),
+            "frame": CANONICAL_FRAME,
+        }
+    )
+    return meta
 
 
 @dataclass

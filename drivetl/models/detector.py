@@ -117,6 +117,7 @@ class BEVDetector(nn.Module):
 
     @property
     def geometry(self) -> BEVGeometry:
+        """The BEV grid of the output maps (the LiDAR encoder's grid at its output stride)."""
         g = self.lidar.grid
         cx, cy = self.lidar.bev_cell_size
         h, w = self.lidar.bev_shape

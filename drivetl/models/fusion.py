@@ -28,4 +28,5 @@ class BEVFusion(nn.Module):
         self.out_channels = out_channels
 
     def forward(self, lidar: torch.Tensor, camera: torch.Tensor, coverage: torch.Tensor) -> torch.Tensor:
+        """The fused BEV map (shapes: the class docstring)."""
         return self.mix(torch.cat([lidar, camera * coverage.to(camera.dtype)], 1))

@@ -60,7 +60,7 @@ class SimulationPlan:
             raise ConfigError(f"--camera-scale {self.camera_scale}: use a value in (0, 1]")
         region_stats(self.region)
         if self.format == "waymo":
-            from drivetl.data.waymo import CAMERA_NAMES, LASER_NAMES
+            from drivetl.data.formats.waymo import CAMERA_NAMES, LASER_NAMES
 
             where = self.rig.source_path or f"rig {self.rig.name}"
             for kind, names, known in (
@@ -85,16 +85,20 @@ class SimulationPlan:
         return dataclasses.replace(self.rig, cameras=tuple(cams))
 
     def segment_name(self, segment: int) -> str:
+        """The name of simulated street `segment` (seeded, rig and region in it)."""
         return f"sim_{self.rig.name}_{self.region}_s{self.seed}_{segment:05d}"
 
     def segment_start_us(self, segment: int) -> int:
+        """Timestamp of the first frame of street `segment`, microseconds."""
         return START_US + segment * 1_000_000_000
 
     def key(self, g: int) -> FrameKey:
+        """The key of global frame `g` (10 Hz within its street)."""
         s, i = divmod(g, self.frames_per_segment)
         return FrameKey(self.segment_name(s), self.segment_start_us(s) + i * 100_000)
 
     def shard_path(self, g0: int) -> Path:
+        """The Waymo TFRecord shard that starts with global frame `g0`."""
         s, i = divmod(g0, self.frames_per_segment)
         return self.out / f"{self.segment_name(s)}_part{i // self.shard_frames:03d}.tfrecord"
 
@@ -110,12 +114,14 @@ class SimSummary:
     labels: Counter = field(default_factory=Counter)
 
     def add(self, stats: dict) -> None:
+        """Count one rendered frame's points and labels."""
         self.frames += 1
         for name, n in stats["points"].items():
             self.points.setdefault(name, []).append(n)
         self.labels.update(stats["labels"])
 
     def lines(self) -> list[str]:
+        """The summary as printable lines."""
         out = [f"frames simulated: {self.frames}, already present (skipped): {self.skipped}"]
         for name, counts in self.points.items():
             out.append(f"{name}: {np.mean(counts):,.0f} first-return points per frame")
@@ -177,7 +183,7 @@ def _render(g: int):
 
 
 def _waymo_shard(frames: list[int]) -> list[dict]:
-    from drivetl.data.waymo import RangeImageData, WaymoWriter
+    from drivetl.data.formats.waymo import RangeImageData, WaymoWriter
 
     plan: SimulationPlan = _WORKER["plan"]
     stats = []
@@ -232,8 +238,8 @@ def simulate_dataset(
             advance(len(stats))
         return summary
 
+    from drivetl.data.formats.team import TeamWriter
     from drivetl.data.records import FrameRecord
-    from drivetl.data.team import TeamWriter
 
     rig = plan.sim_rig()
     with TeamWriter(plan.out, rig) as writer:

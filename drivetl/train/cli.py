@@ -1,28 +1,60 @@
-"""`drivetl pretrain` on LightningCLI: class_path/init_args YAML, overrides like ``--trainer.max_steps 10``.
+"""`drivetl pretrain` and `drivetl finetune` on LightningCLI: class_path/init_args YAML (several
+``--config`` files merge in order), overrides like ``--trainer.max_steps 10``.
 
 Defaults added to whatever the config says (a config that names its own keeps them):
-TensorBoard + CSV loggers under ``trainer.default_root_dir``, a Rich progress bar, a
-`ModelCheckpoint` keeping the best (lowest ``val/loss``) and the last checkpoint in
-``<default_root_dir>/checkpoints`` (so ``--ckpt_path last`` resumes a killed run), and bf16 mixed
-precision on a GPU that supports it when ``trainer.precision`` is left unset.
+TensorBoard + CSV loggers under ``trainer.default_root_dir`` (the run folder), a Rich progress bar,
+a `ModelCheckpoint` keeping the best and the last checkpoint in ``<run>/checkpoints`` (so
+``--ckpt_path last`` resumes a killed run), and bf16 mixed precision on a GPU that supports it when
+``trainer.precision`` is left unset. Pretraining selects by ``val/loss``; fine-tuning by the
+module's selection metric (``val/ap`` max or ``val/entropy`` min).
+
+Fine-tuning wires the model and its data explicitly here: the model's `batch_spec` (what the
+pretrained encoders take) and its self-training flag are linked into the data module when both are
+built, and the `FinetuneStart` callback hands the data module's target frames to the module's
+BatchNorm re-estimation. After ``fit`` the selected (best) weights are exported into the run folder
+(`export_run`): ``adapters.safetensors`` (`save_adapters`: adapter + trainable tensors and BatchNorm
+statistics, with the metadata `build_adapted` needs), ``finetuned.ckpt`` (a full checkpoint
+`load_finetuned` reads on its own) and ``finetune_summary.json``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
-from pytorch_lightning import Trainer
+from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar
-from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
-from drivetl.data.datamodule import DriveDataModule
+from drivetl._io import atomic_write_text
+from drivetl.data.datamodule import DriveDataModule, FinetuneDataModule
+from drivetl.errors import ConfigError, DrivetlError
+from drivetl.models.adapters import save_adapters
+from drivetl.train.finetune import FinetuneModule
 from drivetl.train.pretrain import PretrainModule
 
-__all__ = ["DrivetlCLI", "PretrainCLI", "run_pretrain"]
+__all__ = [
+    "ADAPTER_FILE",
+    "CHECKPOINT_FILE",
+    "SUMMARY_FILE",
+    "DrivetlCLI",
+    "FinetuneCLI",
+    "FinetuneStart",
+    "PretrainCLI",
+    "export_run",
+    "run_finetune",
+    "run_pretrain",
+]
+
+ADAPTER_FILE = "adapters.safetensors"
+CHECKPOINT_FILE = "finetuned.ckpt"
+SUMMARY_FILE = "finetune_summary.json"
+LABELED_FILE = "labeled_frames.txt"
 
 
 class DrivetlCLI(LightningCLI):
@@ -36,7 +68,12 @@ class DrivetlCLI(LightningCLI):
         """(metric, mode) the default ModelCheckpoint selects the best checkpoint by."""
         return "val/loss", "min"
 
+    def extra_callbacks(self) -> list[Callback]:
+        """Callbacks the run always gets, beside the config's."""
+        return []
+
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        callbacks.extend(self.extra_callbacks())
         root = config.get("default_root_dir") or os.path.join("runs", self.run_name)
         config["default_root_dir"] = root
         if config.get("logger") in (None, True):
@@ -69,21 +106,39 @@ def fit_cli(
 ) -> DrivetlCLI:
     """Run ``fit`` through `cli_class` with LightningCLI arguments (``--config``, ``--model.*``, ...):
     model and data classes as the base classes of ``class_path``, the config saved beside the run,
-    no environment variables read, optimizers from the module."""
+    no environment variables read, optimizers from the module. A `DrivetlError` raised while the
+    classes are built (jsonargparse wraps it) is raised as itself."""
     import warnings
 
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
     warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
-    return cli_class(
-        model_class,
-        data_class,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=["fit", *args],
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"fit": {"default_env": False}},
-        auto_configure_optimizers=False,
-    )
+    try:
+        return cli_class(
+            model_class,
+            data_class,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=["fit", *args],
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"fit": {"default_env": False}},
+            auto_configure_optimizers=False,
+        )
+    except Exception as exc:
+        cause = _drivetl_cause(exc)
+        if cause is not None and cause is not exc:
+            raise cause from None
+        raise
+
+
+def _drivetl_cause(exc: BaseException) -> DrivetlError | None:
+    """The DrivetlError somewhere in `exc`'s cause/context chain (jsonargparse wraps init errors)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, DrivetlError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 class PretrainCLI(DrivetlCLI):
@@ -95,3 +150,103 @@ class PretrainCLI(DrivetlCLI):
 def run_pretrain(args: Sequence[str]) -> None:
     """Run ``fit`` with LightningCLI arguments, e.g. ``["--config", "configs/pretrain/tiny_lidar.yaml"]``."""
     fit_cli(PretrainCLI, PretrainModule, DriveDataModule, args)
+
+
+class FinetuneStart(Callback):
+    """At the start of fine-tuning: hands the data module's target frames to the module.
+
+    Writes ``<run>/labeled_frames.txt`` (rank 0), prints the frame counts, and, when the module
+    re-estimates BatchNorm statistics, runs it on the data module's `norm_dataloader`.
+    """
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """See the class docstring."""
+        dm = trainer.datamodule
+        frames = getattr(dm, "frames", None)
+        if frames is not None:
+            if trainer.is_global_zero:
+                atomic_write_text(Path(trainer.default_root_dir) / LABELED_FILE, frames.labeled_list())
+            print("fine-tune frames: " + ", ".join(f"{k} {v}" for k, v in frames.counts.items()))
+        if pl_module.do_reestimate and not pl_module.norms_reestimated:
+            if not isinstance(dm, FinetuneDataModule):
+                raise ConfigError("reestimate_norms needs the fine-tune data module (FinetuneDataModule)")
+            pl_module.reestimate_norms(dm.norm_dataloader())
+
+
+class FinetuneCLI(DrivetlCLI):
+    """`drivetl finetune`: the model's batch spec and self-training flag linked into the data module,
+    `FinetuneStart`, best checkpoint by the module's selection metric."""
+
+    run_name = "finetune"
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Link what the model takes into the data module, once both are built."""
+        parser.link_arguments("model.batch_spec", "data.init_args.model_spec", apply_on="instantiate")
+        parser.link_arguments("model.uses_unlabeled", "data.init_args.unlabeled", apply_on="instantiate")
+
+    def extra_callbacks(self) -> list[Callback]:
+        """`FinetuneStart`."""
+        return [FinetuneStart()]
+
+    def monitor(self) -> tuple[str, str]:
+        """The fine-tune module's selection metric."""
+        return self.model.monitor
+
+
+def export_run(trainer: Trainer, module: FinetuneModule) -> dict[str, Any]:
+    """Load the selected checkpoint's weights into `module` and write the run's exports (see module doc).
+
+    Every rank must call it (saving a Lightning checkpoint synchronizes); only rank 0 writes files.
+    Returns the summary dict.
+    """
+    run = Path(trainer.default_root_dir)
+    cb = trainer.checkpoint_callback
+    best = getattr(cb, "best_model_path", "") or ""
+    score = getattr(cb, "best_model_score", None)
+    if best and Path(best).is_file():
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    tmp = run / f".{CHECKPOINT_FILE}.partial"
+    trainer.save_checkpoint(tmp, weights_only=True)
+    summary: dict[str, Any] = {}
+    if trainer.is_global_zero:
+        os.replace(tmp, run / CHECKPOINT_FILE)
+        header = save_adapters(module.model, run / ADAPTER_FILE, module.adapter_metadata())
+        metric, mode = module.monitor
+        summary = {
+            "method": module.hparams.method,
+            "freeze": module.hparams.freeze,
+            "trainable": header["trainable"],
+            "total": header["total"],
+            "trainable_share": header["trainable"] / max(header["total"], 1),
+            "selection": {
+                "metric": metric,
+                "mode": mode,
+                "best_score": None if score is None else float(score),
+                "best_checkpoint": best or None,
+            },
+            "adapter_file": str(run / ADAPTER_FILE),
+            "adapter_bytes": (run / ADAPTER_FILE).stat().st_size,
+            "checkpoint": str(run / CHECKPOINT_FILE),
+            "pretrained": str(module.hparams.pretrained),
+            "steps": int(trainer.global_step),
+        }
+        counts = getattr(trainer.datamodule, "counts", None)
+        if counts:
+            summary["frames"] = dict(counts)
+        atomic_write_text(run / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+        print(
+            f"fine-tune: adapters -> {run / ADAPTER_FILE} ({summary['adapter_bytes']:,} bytes), "
+            f"checkpoint -> {run / CHECKPOINT_FILE}"
+        )
+    return summary
+
+
+def run_finetune(args: Sequence[str]) -> dict[str, Any]:
+    """``drivetl finetune`` without the shell: ``fit`` then `export_run`, with LightningCLI arguments,
+    e.g. ``["--config", "configs/finetune/base.yaml", "--config", "configs/finetune/lora.yaml",
+    "--model.pretrained", ckpt, "--data.root", fleet]``. Returns the run summary
+    (`finetune_summary.json`: file paths, trainable share, selection score; empty on ranks other
+    than 0)."""
+    cli = fit_cli(FinetuneCLI, FinetuneModule, FinetuneDataModule, args)
+    return export_run(cli.trainer, cli.model)

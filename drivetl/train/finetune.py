@@ -3,8 +3,12 @@
 `FinetuneModule` rebuilds the pretrained detector from its checkpoint's ``"drivetl"`` metadata
 (the pretraining-only heads left out), loads the pretrained tensors with
 `drivetl.models.checkpoint.load_pretrained` (the encoders by default, the head optionally; a
-changed class list is mapped by name), applies one adapter method and a freezing policy, and
-prints and logs the trainable-parameter count and share. See docs/finetune.md.
+changed class list is mapped by name), applies one adapter method of
+`drivetl.models.adapters.METHODS` and a freezing policy, and prints and logs the
+trainable-parameter count and share. It runs the detector with its adapted forward (FiLM reads
+each frame's rig vector from the batch). What batches it takes (`batch_spec`: point columns,
+classes, cameras, image size of the pretrained encoders) is linked into the data module by the
+command line. See docs/finetune.md.
 
 Training: CenterPoint detection loss on the labeled target frames (plus source frames when the data
 module mixes them in); with self-training, unlabeled target frames get pseudo-labels from a frozen
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,36 +30,35 @@ import pytorch_lightning as pl
 import torch
 
 from drivetl.data.collate import Batch
+from drivetl.data.dataset import BASE_COLUMNS, BatchSpec
 from drivetl.errors import CheckpointError, ConfigError
-from drivetl.models.adapters import adapter_recipe, count_parameters, frozen_norms_eval, parameter_table
-from drivetl.models.adapters import reestimate_batchnorm as _reestimate
-from drivetl.models.checkpoint import load_pretrained, plain_builtins, read_checkpoint
-from drivetl.train._finetune_build import (
-    ARCH,
+from drivetl.models.adapters import (
+    METHODS,
     AdaptedDetector,
     AdapterSpec,
+    adapted_forward,
+    adapter_recipe,
     apply_method,
-    build_adapted,
     build_detector,
-    forward_adapted,
+    count_parameters,
     freeze_model,
-    load_finetuned,
-    rig_vector,
+    frozen_norms_eval,
+    parameter_table,
+    reestimate_batchnorm,
 )
-from drivetl.train._finetune_data import FinetuneDataModule
+from drivetl.models.checkpoint import (
+    ARCH,
+    META_KEY,
+    detector_metadata,
+    load_pretrained,
+    plain_builtins,
+    read_checkpoint,
+)
 from drivetl.train._finetune_select import ValidationScores, pseudo_label_batch
 from drivetl.train._optim import adamw_warmup_cosine
 from drivetl.train.losses import detection_loss
-from drivetl.train.pretrain import checkpoint_metadata as pretrain_metadata
 
-__all__ = [
-    "AdaptedDetector",
-    "FinetuneDataModule",
-    "FinetuneModule",
-    "build_adapted",
-    "load_finetuned",
-    "run_finetune",
-]
+__all__ = ["SELECTION", "FinetuneModule"]
 
 #: selection criterion -> (monitored metric, mode)
 SELECTION = {"val_ap": ("val/ap", "max"), "label_free": ("val/entropy", "min")}
@@ -68,10 +72,12 @@ class FinetuneModule(pl.LightningModule):
     classes / class_map: the fine-tune class list (None: the checkpoint's) and renames old -> new.
     load_head: load the pretrained head too (else only `include`, the encoders and fusion).
     include: module prefixes to load (None: lidar, camera, fusion, + head with `load_head`).
-    method, targets, rank, alpha, lora_dropout, reduction, film_hidden: the adapter (`AdapterSpec`).
+    method: a name of `drivetl.models.adapters.METHODS` (lora, bottleneck, film, norm, domain_norm,
+        none). targets, rank, alpha, lora_dropout, reduction, film_hidden: the adapter (`AdapterSpec`).
     freeze, last_k: freezing policy (adapters+head | last_k | full).
     reestimate_norms: re-estimate BatchNorm statistics on the target training frames before training
-        (None: on for the norm and domain_norm methods); norm_batches: batches used for it.
+        (None: as the method's table row says: on for norm and domain_norm); norm_batches: batches
+        used for it (by `FinetuneStart` at the start of fitting).
     self_training, pseudo_threshold, pseudo_weight, self_training_start_epoch: self-training.
     selection: checkpoint selection, val_ap (declared labeled val split) or label_free (val/entropy).
     val_matcher: AP matching, distance (BEV centre within 2 m) or iou (Waymo thresholds).
@@ -86,7 +92,7 @@ class FinetuneModule(pl.LightningModule):
         class_map: dict[str, str] | None = None,
         load_head: bool = False,
         include: list[str] | None = None,
-        method: Literal["lora", "bottleneck", "film", "norm", "domain_norm", "none"] = "lora",
+        method: str = "lora",
         targets: list[str] | None = None,
         rank: int = 8,
         alpha: float = 16.0,
@@ -127,7 +133,7 @@ class FinetuneModule(pl.LightningModule):
                 "pass --model.detector "
                 "(the class_path/init_args config it was trained with)"
             )
-        self.model, self.detector_config = build_detector(det_cfg, classes, str(pretrained))
+        self.model, self.detector_config = build_detector(det_cfg, str(pretrained), classes=classes)
         requested = (
             list(include)
             if include is not None
@@ -161,32 +167,49 @@ class FinetuneModule(pl.LightningModule):
             last_k=last_k,
         )
         self.adapted = apply_method(self.model, self.spec)
-        self.param_count = freeze_model(self.model, self.spec, self.load_report)
+        report = self.load_report
+        loaded = report.loaded + report.class_mapped if report is not None else None
+        self.param_count = freeze_model(self.model, self.spec, loaded)
         print(f"fine-tune: method {method}, freezing {freeze}")
         print(parameter_table(self.model))
         self.pretrained_meta = {k: meta.get(k) for k in ("arch_signature", "rigs", "classes", "grid", "bev")}
-        self.data_defaults = {
-            "classes": list(self.model.classes),
+        camera = self.model.camera is not None
+        #: the batch inputs the pretrained encoders saw (None: not recorded)
+        self.inputs = {
             "point_columns": meta.get("point_columns"),
-            "camera_names": meta.get("camera_names") if self.model.camera is not None else None,
-            "image_size": meta.get("image_size") if self.model.camera is not None else None,
+            "camera_names": meta.get("camera_names") if camera else None,
+            "image_size": meta.get("image_size") if camera else None,
         }
-        self.rig_vectors: dict[str, list[float]] = {}
+        self.rigs: set[str] = set()
         self.norms_reestimated = False
         self._teacher: list = []  # a plain list keeps the teacher out of the state dict
         self.scores = ValidationScores(
             list(self.model.classes), val_matcher, recall_distance, score_threshold
         )
 
-    # ------------------------------------------------------------------ properties used by the data module
+    # ------------------------------------------------------------------ what the run needs of its data
+    @property
+    def batch_spec(self) -> BatchSpec:
+        """The batches this model takes: the pretrained encoders' point columns, cameras and image
+        size, and the head's classes (the command line links it into the data module)."""
+        size = self.inputs["image_size"]
+        return BatchSpec(
+            columns=tuple(self.inputs["point_columns"] or BASE_COLUMNS),
+            classes=tuple(self.model.classes),
+            image_size=tuple(size) if size else None,
+            camera_names=self.inputs["camera_names"],
+        )
+
     @property
     def uses_unlabeled(self) -> bool:
+        """True when training also takes unlabeled batches (self-training)."""
         return bool(self.hparams.self_training)
 
     @property
     def do_reestimate(self) -> bool:
+        """Whether BatchNorm statistics are re-estimated on target frames before training."""
         flag = self.hparams.reestimate_norms
-        return self.hparams.method in ("norm", "domain_norm") if flag is None else bool(flag)
+        return METHODS[self.hparams.method].reestimate_norms if flag is None else bool(flag)
 
     @property
     def monitor(self) -> tuple[str, str]:
@@ -204,57 +227,53 @@ class FinetuneModule(pl.LightningModule):
             "classes": list(self.model.classes),
             "class_map": dict(hp.class_map or {}),
             "include": self.include,
-            "rig_vectors": self.rig_vectors,
             "pretrained": str(Path(hp.pretrained).resolve()),
-            "point_columns": self.data_defaults.get("point_columns"),
-            "camera_names": self.data_defaults.get("camera_names"),
-            "image_size": self.data_defaults.get("image_size"),
+            "point_columns": self.inputs["point_columns"],
+            "camera_names": self.inputs["camera_names"],
+            "image_size": self.inputs["image_size"],
             "pretrained_arch_signature": self.pretrained_meta.get("arch_signature"),
             "trainable_share": self.param_count.share,
         }
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: Batch):
-        return forward_adapted(self.model, batch, self.rig_vectors)
+        """`DetectorOutputs` of the adapted detector (FiLM conditioned on the batch's rig vectors)."""
+        return adapted_forward(self.model, batch)
 
     def adapted_detector(self) -> AdaptedDetector:
         """The model as `load_finetuned` would return it (sharing this module's weights)."""
-        return AdaptedDetector(self.model, self.rig_vectors, self.adapter_metadata())
+        return AdaptedDetector(self.model, self.adapter_metadata())
 
-    # ------------------------------------------------------------------ fit start: rigs, norms, counts
-    def on_fit_start(self) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        for name, rig in (getattr(dm, "rigs", None) or {}).items():
-            self.rig_vectors.setdefault(name, rig_vector(rig))
-        if self.do_reestimate and not self.norms_reestimated:
-            if dm is None or not hasattr(dm, "norm_dataloader"):
-                raise ConfigError("reestimate_norms needs the fine-tune data module (FinetuneDataModule)")
-            n = _reestimate(
-                self.model,
-                dm.norm_dataloader(),
-                forward_fn=self._norm_forward,
-                max_batches=self.hparams.norm_batches,
-            )
-            self.norms_reestimated = True
-            print(f"fine-tune: BatchNorm statistics re-estimated on {n} target batches")
-
-    def _norm_forward(self, model, batch: Batch):
-        return forward_adapted(model, batch.to(self.device), self.rig_vectors)
+    # ------------------------------------------------------------------ norms, counts
+    def reestimate_norms(self, batches: Iterable[Batch]) -> int:
+        """Re-estimate BatchNorm statistics on target `batches` (at most `norm_batches`), once, on
+        this module's device; returns the number of batches used (0 when done already)."""
+        if self.norms_reestimated:
+            return 0
+        n = reestimate_batchnorm(
+            self.model,
+            batches,
+            forward_fn=lambda model, batch: adapted_forward(model, batch.to(self.device)),
+            max_batches=self.hparams.norm_batches,
+        )
+        self.norms_reestimated = True
+        print(f"fine-tune: BatchNorm statistics re-estimated on {n} target batches")
+        return n
 
     def on_train_start(self) -> None:
+        """Log the trainable-parameter count."""
         count = count_parameters(self.model)
         for logger in self.loggers:
             logger.log_metrics(count.as_dict(), step=0)
-        dm = getattr(self.trainer, "datamodule", None)
-        if getattr(dm, "counts", None):
-            print("fine-tune frames: " + ", ".join(f"{k} {v}" for k, v in dm.counts.items()))
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        """Keep frozen BatchNorm layers in eval mode."""
         # Lightning puts the whole model back in train mode after each validation (also mid-epoch):
         # keep frozen BatchNorm layers on their pretrained / re-estimated statistics
         frozen_norms_eval(self.model)
 
     def on_train_epoch_start(self) -> None:
+        """Take the self-training teacher (a frozen copy) once its start epoch is reached."""
         self._teacher.clear()
         if self.hparams.self_training and self.current_epoch >= self.hparams.self_training_start_epoch:
             teacher = copy.deepcopy(self.model).eval()
@@ -263,7 +282,9 @@ class FinetuneModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        """Detection loss on the labeled batch, plus the self-training loss on pseudo-labels."""
         labeled = batch["labeled"] if isinstance(batch, dict) else batch
+        self.rigs.update(r for r in labeled.rig_names if r)
         b = labeled.batch_size
         terms = detection_loss(self(labeled), labeled)
         loss = sum(terms.values())
@@ -272,7 +293,7 @@ class FinetuneModule(pl.LightningModule):
         unlabeled = batch.get("unlabeled") if isinstance(batch, dict) else None
         if unlabeled is not None and self._teacher:
             with torch.no_grad():
-                out = forward_adapted(self._teacher[0], unlabeled, self.rig_vectors)
+                out = adapted_forward(self._teacher[0], unlabeled)
             pseudo = pseudo_label_batch(unlabeled, out, self.hparams.pseudo_threshold)
             self.log(
                 "train/pseudo_boxes",
@@ -288,9 +309,11 @@ class FinetuneModule(pl.LightningModule):
         return loss
 
     def on_validation_epoch_start(self) -> None:
+        """Start a new accumulation of the validation scores."""
         self.scores.reset()
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        """Log the validation loss and accumulate AP, recall and entropy."""
         outputs = self(batch)
         b = batch.batch_size
         terms = detection_loss(outputs, batch)
@@ -298,6 +321,7 @@ class FinetuneModule(pl.LightningModule):
         self.scores.update(outputs, batch)
 
     def on_validation_epoch_end(self) -> None:
+        """Log val/ap, val/recall, val/entropy; ConfigError when val_ap selection has no labeled frame."""
         values = self.scores.compute()
         metric, _ = self.monitor
         if metric == "val/ap" and math.isnan(values["val/ap"]):
@@ -312,6 +336,7 @@ class FinetuneModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ optimizer
     def configure_optimizers(self):
+        """AdamW with warm-up and cosine decay over the trainable parameters."""
         params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         if not params:
             raise ConfigError("nothing to train: the freezing policy froze every parameter")
@@ -322,25 +347,25 @@ class FinetuneModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ checkpoint metadata
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["drivetl"] = self.checkpoint_metadata()
+        """Store `finetune_metadata` in the checkpoint."""
+        checkpoint[META_KEY] = self.finetune_metadata()
 
-    def checkpoint_metadata(self) -> dict[str, Any]:
-        """``checkpoint["drivetl"]``: the `drivetl.models.checkpoint` fields (so a fine-tune checkpoint
-        can itself be loaded with `load_pretrained`), plus the adapter recipe and everything
+    def finetune_metadata(self) -> dict[str, Any]:
+        """``checkpoint["drivetl"]``: `detector_metadata`'s fields (so a fine-tune checkpoint can
+        itself be loaded with `load_pretrained`), plus the adapter recipe and everything
         `load_finetuned` needs."""
         seen = {
-            "columns": self.data_defaults.get("point_columns"),
-            "camera_names": self.data_defaults.get("camera_names"),
-            "image_size": self.data_defaults.get("image_size"),
-            "rigs": self.rig_vectors,
+            "columns": self.inputs["point_columns"],
+            "camera_names": self.inputs["camera_names"],
+            "image_size": self.inputs["image_size"],
+            "rigs": self.rigs,
         }
-        meta = pretrain_metadata(
+        meta = detector_metadata(
             self.model, dict(self.hparams), seen, task="finetune", detector_config=self.detector_config
         )
         count = count_parameters(self.model)
         meta.update(
             {
-                "rig_vectors": {k: list(v) for k, v in self.rig_vectors.items()},
                 "adapters": {
                     "method": self.hparams.method,
                     "freeze": self.hparams.freeze,
@@ -356,16 +381,8 @@ class FinetuneModule(pl.LightningModule):
         return meta
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        meta = checkpoint.get("drivetl") or {}
+        """Restore what the metadata records of the run (norms re-estimated, rigs trained on)."""
+        meta = checkpoint.get(META_KEY) or {}
         self.norms_reestimated = bool(meta.get("norms_reestimated", False))
-        self.rig_vectors.update({k: list(v) for k, v in (meta.get("rig_vectors") or {}).items()})
+        self.rigs.update(meta.get("rigs") or [])
 
-
-def run_finetune(args: list[str]) -> dict[str, Any]:
-    """``drivetl finetune`` without the shell: fit + export with LightningCLI arguments, e.g.
-    ``run_finetune(["--config", "configs/finetune/lora.yaml", "--model.pretrained", ckpt,
-    "--data.root", fleet, "--trainer.default_root_dir", run])``. Returns the run summary
-    (`finetune_summary.json`: file paths, trainable share, selection score)."""
-    from drivetl.train._finetune_cli import run_finetune as _run
-
-    return _run(args)

@@ -27,10 +27,12 @@ class CentreMatch:
 
     @property
     def recall(self) -> float:
+        """Matched ground truth / ground truth (NaN without ground truth)."""
         return self.matched / self.ground_truth if self.ground_truth else 0.0
 
     @property
     def precision(self) -> float:
+        """Matched detections / detections (NaN without detections)."""
         return self.matched / self.detections if self.detections else 0.0
 
 

@@ -2,15 +2,14 @@
 
 The detector is described by a plain ``class_path``/``init_args`` dict (`drivetl.models.instantiate`),
 so the exact architecture is stored in the checkpoint as data and can be rebuilt without this module.
-Each checkpoint carries a ``"drivetl"`` entry (`CHECKPOINT_KEY`) with what fine-tuning needs to
-know what it loads: the detector config, the class list, the voxel grid and BEV geometry, the point
-columns, camera names and image size the encoders saw, the rigs of the training data and the
-canonical frame they were brought to, and the full hyper-parameters.
+Each checkpoint carries a ``"drivetl"`` entry (`drivetl.models.checkpoint.detector_metadata`) with
+what fine-tuning needs to know what it loads: the detector config, the class list, the voxel grid and
+BEV geometry, the point columns, camera names and image size the encoders saw, the rigs of the
+training data and the canonical frame they were brought to, and the full hyper-parameters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -19,22 +18,12 @@ import torch
 from drivetl.data.collate import Batch
 from drivetl.errors import ConfigError
 from drivetl.models import BEVDetector, decode, instantiate
-from drivetl.models.checkpoint import checkpoint_metadata as base_metadata
-from drivetl.models.checkpoint import plain_builtins
+from drivetl.models.checkpoint import META_KEY, detector_metadata
 from drivetl.train._optim import adamw_warmup_cosine
 from drivetl.train.losses import OBJECTIVES, total_loss
 from drivetl.train.metrics import centre_matches
 
-__all__ = ["ARCH", "CHECKPOINT_KEY", "CHECKPOINT_FORMAT", "PretrainModule", "checkpoint_metadata"]
-
-CHECKPOINT_KEY = "drivetl"
-CHECKPOINT_FORMAT = 1
-#: the architecture name checkpoints record (`drivetl.models.checkpoint.load_pretrained(arch=...)`)
-ARCH = "drivetl.models.BEVDetector"
-CANONICAL_FRAME = (
-    "vehicle frame x forward, y left, z up (metres), ground under the vehicle at z = 0, "
-    "intensity canonical in [0, 1]; cameras: Waymo camera frame, pinhole + k1 k2 p1 p2 k3"
-)
+__all__ = ["PretrainModule"]
 
 
 class PretrainModule(pl.LightningModule):
@@ -88,12 +77,14 @@ class PretrainModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ steps
     def forward(self, batch: Batch, mask_ratio: float = 0.0):
+        """`DetectorOutputs` of the detector (`mask_ratio` of LiDAR BEV cells hidden)."""
         return self.model(batch, mask_ratio=mask_ratio)
 
     def _mask_ratio(self) -> float:
         return self.hparams.mask_ratio if self.objectives.get("occupancy", 0) > 0 else 0.0
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        """The weighted objectives on one batch; each term logged."""
         self._remember(batch)
         outputs = self.model(batch, mask_ratio=self._mask_ratio())
         loss, terms = total_loss(outputs, batch, self.objectives)
@@ -104,6 +95,7 @@ class PretrainModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        """Validation losses with a fixed mask per batch, and BEV-centre recall/precision."""
         b = batch.batch_size
         # the same validation mask every epoch; the GPU's generator is forked too, or the seed below
         # would reset it and training would redraw the same masks after every validation
@@ -144,6 +136,7 @@ class PretrainModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ optimizer
     def configure_optimizers(self):
+        """AdamW with warm-up and cosine decay over every parameter."""
         return adamw_warmup_cosine(
             self.model.named_parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
             warmup_steps=self.hparams.warmup_steps, total_steps=self.trainer.estimated_stepping_batches,
@@ -158,58 +151,14 @@ class PretrainModule(pl.LightningModule):
             self._seen["image_size"] = [int(batch.images.shape[-2]), int(batch.images.shape[-1])]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CHECKPOINT_KEY] = checkpoint_metadata(self.model, dict(self.hparams), self._seen)
+        """Store `detector_metadata` (what the encoders saw) in the checkpoint."""
+        checkpoint[META_KEY] = detector_metadata(self.model, dict(self.hparams), self._seen)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        meta = checkpoint.get(CHECKPOINT_KEY) or {}
+        """Restore what the metadata records of the data seen (a resumed run keeps it)."""
+        meta = checkpoint.get(META_KEY) or {}
         self._seen["rigs"].update(meta.get("rigs", []))
         for key in ("columns", "camera_names", "image_size"):
             if meta.get(key) is not None:
                 self._seen[key] = meta[key]
 
-
-def checkpoint_metadata(
-    detector: BEVDetector,
-    hparams: Mapping[str, Any],
-    seen: Mapping[str, Any],
-    *,
-    task: str = "pretrain",
-    detector_config: Mapping[str, Any] | None = None,
-) -> dict:
-    """The ``checkpoint["drivetl"]`` entry (plain builtins only): `drivetl.models.checkpoint`'s fields
-    (format, arch, arch_signature, classes, class_dims, grid, rig, config) plus what training knows:
-    task, detector config (``hparams["detector"]`` unless given), BEV geometry, the data's point
-    columns, cameras, image size and rigs (from `seen`), the canonical frame. Fine-tuning adds its
-    own fields on top."""
-    grid = detector.lidar.grid
-    geo = detector.geometry
-    meta = base_metadata(
-        detector,
-        arch=ARCH,
-        classes=list(detector.classes),
-        grid={"voxel_size": list(grid.voxel_size), "point_range": list(grid.point_range)},
-        rig=None,
-        config=plain_builtins(dict(hparams)),
-        class_dims={"head.heatmap.1.*": 0},
-    )
-    meta.update(
-        {
-            "task": task,
-            "detector": plain_builtins(hparams["detector"] if detector_config is None else detector_config),
-            "state_dict_prefix": "model.",
-            "bev": {
-                "x_min": geo.x_min,
-                "y_min": geo.y_min,
-                "cell_x": geo.cell_x,
-                "cell_y": geo.cell_y,
-                "height": geo.height,
-                "width": geo.width,
-            },
-            "point_columns": plain_builtins(seen.get("columns")),
-            "camera_names": plain_builtins(seen.get("camera_names")),
-            "image_size": plain_builtins(seen.get("image_size")),
-            "rigs": sorted(seen.get("rigs", ())),
-            "frame": CANONICAL_FRAME,
-        }
-    )
-    return meta

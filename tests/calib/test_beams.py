@@ -35,7 +35,7 @@ def _csv(real_data):
 
 
 def test_hesai_xt32_scan_gives_32_beams_matching_the_vendor_table(real_data):
-    from drivetl.data.pointfile import read_points
+    from drivetl.data.formats.pointfile import read_points
 
     pts, _ = read_points(real_data / "hesai_xt32" / "1673400678101968885.pcd")
     pattern = estimate_beams([pts])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from drivetl.data.augment import AugmentConfig, augment, beam_dropout, transform_sample
-from drivetl.train.synthetic import synthetic_sample
+from drivetl.data.synthetic import synthetic_sample
 
 
 def _inside(points: np.ndarray, box: np.ndarray) -> np.ndarray:

@@ -11,10 +11,10 @@ import pytest
 
 from drivetl.cli import main
 from drivetl.data.cache import ShardWriter, TrainingCache, write_index, write_records
+from drivetl.data.formats.waymo import WaymoV1Reader, WaymoWriter
+from drivetl.data.formats.waymo._convert import convert_waymo, shard_name
+from drivetl.data.formats.waymo._synthetic import synthetic_frame
 from drivetl.data.records import FrameKey
-from drivetl.data.waymo import WaymoV1Reader, WaymoWriter
-from drivetl.data.waymo._convert import convert_waymo, shard_name
-from drivetl.data.waymo._synthetic import synthetic_frame
 from drivetl.errors import DataError
 
 

@@ -10,7 +10,6 @@ import pytest
 
 from drivetl.calib import IntensityEncoding, LidarModel, load_rig
 from drivetl.calib.beams import nearest_beam, point_inclinations
-from drivetl.data._team_example import example_record
 from drivetl.data.canonicalize import (
     apply_size_shift,
     beam_resample_mask,
@@ -20,6 +19,7 @@ from drivetl.data.canonicalize import (
     size_shift_between,
     size_statistics,
 )
+from drivetl.data.formats.team._example import example_record
 from drivetl.data.records import Boxes, FrameKey, FrameRecord, LidarPoints
 
 ROOT = Path(__file__).resolve().parents[2]

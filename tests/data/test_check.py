@@ -12,8 +12,8 @@ import yaml
 
 from drivetl.calib import load_rig, rig_from_dict, save_rig
 from drivetl.cli import main
-from drivetl.data._team_example import write_example_team
 from drivetl.data.check import run_check
+from drivetl.data.formats.team._example import write_example_team
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL_RIG = {
@@ -172,8 +172,8 @@ def test_boxes_without_points_and_unknown_classes(tmp_path):
 
 def test_against_waymo_tfrecord(sims, tmp_path):
     pytest.importorskip("waymo_open_dataset")
-    from drivetl.data.waymo import WaymoWriter
-    from drivetl.data.waymo._synthetic import synthetic_frame
+    from drivetl.data.formats.waymo import WaymoWriter
+    from drivetl.data.formats.waymo._synthetic import synthetic_frame
 
     path = tmp_path / "source.tfrecord"
     with WaymoWriter(path) as writer:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from drivetl.data.collate import Batch, collate
+from drivetl.data.synthetic import synthetic_sample
 from drivetl.models.camera import project_points
-from drivetl.train.synthetic import synthetic_sample
 
 
 def _samples():

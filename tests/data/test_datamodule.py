@@ -9,9 +9,10 @@ import pytest
 
 from drivetl.data.canonicalize import canonicalize
 from drivetl.data.collate import Batch
-from drivetl.data.datamodule import DriveDataModule, WaymoRecordIndex, open_source
-from drivetl.data.waymo import WaymoWriter
-from drivetl.data.waymo._synthetic import synthetic_frame
+from drivetl.data.datamodule import DriveDataModule
+from drivetl.data.dataset import open_source
+from drivetl.data.formats.waymo import WaymoRecordIndex, WaymoWriter
+from drivetl.data.formats.waymo._synthetic import synthetic_frame
 from drivetl.errors import DataError
 
 
@@ -58,15 +59,16 @@ def test_splits_samples_and_batches(waymo_dir: Path) -> None:
     assert isinstance(batch, Batch) and batch.batch_size == 2
     assert batch.images.shape[-2:] == (32, 48) and bool(batch.camera_valid.all())
     # The last two frames are held out for validation.
-    source = dm.val_set.source
-    assert [source[i].key.timestamp_us for i in dm.val_set.indices] == [1_000_003, 1_000_004]
-    assert not set(dm.val_set.indices) & set(dm.train_set.indices)
+    (val,), (train,) = dm.val_set.sets, dm.train_set.sets
+    source = val.source
+    assert [source[i].key.timestamp_us for i in val.indices] == [1_000_003, 1_000_004]
+    assert not set(val.indices) & set(train.indices)
 
     def canonical(index: int):
         return canonicalize(source[index], lidars=["TOP"])
 
     # Augmentation (a certain left/right flip) applies to training frames: x, z kept, y mirrored.
-    plain = canonical(dm.train_set.indices[0])
+    plain = canonical(train.indices[0])
     flipped = dm.train_set[0]
     np.testing.assert_allclose(flipped.points[:, [0, 2, 3]], plain.points[:, [0, 2, 3]], atol=1e-5)
     np.testing.assert_allclose(flipped.points[:, 1], -plain.points[:, 1], atol=1e-5)
@@ -74,7 +76,7 @@ def test_splits_samples_and_batches(waymo_dir: Path) -> None:
     np.testing.assert_allclose(flipped.boxes.boxes[:, 6], -plain.boxes.boxes[:, 6], atol=1e-6)
     # ... and never to validation frames: each is its canonical frame, every time it is read,
     # sample by sample and in the validation batches.
-    for i, index in enumerate(dm.val_set.indices):
+    for i, index in enumerate(val.indices):
         expected = canonical(index)
         for _ in range(2):
             got = dm.val_set[i]
@@ -83,7 +85,7 @@ def test_splits_samples_and_batches(waymo_dir: Path) -> None:
             for name, image in expected.images.items():
                 np.testing.assert_array_equal(got.images[name], image)
     val_batch = next(iter(dm.val_dataloader()))
-    expected_points = np.concatenate([canonical(i).points[:, :4] for i in dm.val_set.indices])
+    expected_points = np.concatenate([canonical(i).points[:, :4] for i in val.indices])
     np.testing.assert_array_equal(val_batch.points[:, :4].numpy(), expected_points)
 
 

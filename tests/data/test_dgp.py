@@ -11,8 +11,8 @@ import pytest
 from drivetl.calib.camera import OPTICAL_FROM_CAMERA
 from drivetl.cli import main
 from drivetl.data.canonicalize import canonicalize, estimate_ground, points_in_boxes
-from drivetl.data.dgp import DgpScene, import_dgp
-from drivetl.data.team import TeamReader
+from drivetl.data.formats.dgp import DgpScene, import_dgp
+from drivetl.data.formats.team import TeamReader
 from drivetl.errors import DataError, RigError
 
 

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from drivetl.cli import main
-from drivetl.data._team_layout import wrap_angle
 from drivetl.data.canonicalize import points_in_boxes
-from drivetl.data.kitti import (
+from drivetl.data.formats.kitti import (
     KittiObject,
     boxes_from_kitti,
     import_kitti,
@@ -18,7 +17,8 @@ from drivetl.data.kitti import (
     read_kitti_labels,
     velo_from_rect,
 )
-from drivetl.data.team import TeamReader
+from drivetl.data.formats.team import TeamReader
+from drivetl.data.formats.team._layout import wrap_angle
 from drivetl.errors import DataError
 
 # Ideal KITTI-like calibration: rect camera (x right, y down, z fwd) 0.27 m ahead and 0.08 m below the

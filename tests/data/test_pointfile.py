@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drivetl.data.pointfile import read_points, write_points
+from drivetl.data.formats.pointfile import read_points, write_points
 from drivetl.errors import DataError
 
 COLS = ("x", "y", "z", "intensity")

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from drivetl.calib import load_rig, rig_from_dict, rig_to_dict
-from drivetl.data._team_example import example_record, write_example_team
+from drivetl.data.formats.team import TeamReader, TeamWriter, validate_team_folder
+from drivetl.data.formats.team._example import example_record, write_example_team
 from drivetl.data.records import Boxes, CameraImage, FrameKey, FrameRecord, LidarPoints
-from drivetl.data.team import TeamReader, TeamWriter, validate_team_folder
 from drivetl.errors import DataError, RigError
 
 RIG = {

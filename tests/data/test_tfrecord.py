@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from drivetl.data._tfrecord import TFRecordReader, TFRecordWriter, masked_crc32c, read_records
+from drivetl.data.formats._tfrecord import TFRecordReader, TFRecordWriter, masked_crc32c, read_records
 from drivetl.errors import DataError
 
 RECORDS = [b"", b"a", b"hello world" * 50, bytes(range(256)) * 7]

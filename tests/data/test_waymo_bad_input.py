@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from drivetl.data._tfrecord import TFRecordWriter
-from drivetl.data.waymo import RangeImageData, WaymoV1Reader, WaymoWriter, build_frame
-from drivetl.data.waymo._synthetic import synthetic_frame
+from drivetl.data.formats._tfrecord import TFRecordWriter
+from drivetl.data.formats.waymo import RangeImageData, WaymoV1Reader, WaymoWriter, build_frame
+from drivetl.data.formats.waymo._synthetic import synthetic_frame
 from drivetl.errors import DataError
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from drivetl.cli import main
+from drivetl.data.formats.waymo import WaymoWriter
+from drivetl.data.formats.waymo._synthetic import synthetic_frame
 from drivetl.data.records import FrameKey
-from drivetl.data.waymo import WaymoWriter
-from drivetl.data.waymo._synthetic import synthetic_frame
 
 
 def _file(path, frames: int = 2):

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from drivetl.calib import LidarModel, SensorRig
-from drivetl.data.records import FrameKey, FrameRecord
-from drivetl.data.waymo import (
+from drivetl.data.formats.waymo import (
     FEATURE_COLUMNS,
     LASER_NAMES,
     RangeImageData,
@@ -18,7 +17,8 @@ from drivetl.data.waymo import (
     parse_frame,
     pixel_pose_matrices,
 )
-from drivetl.data.waymo._synthetic import synthetic_frame
+from drivetl.data.formats.waymo._synthetic import synthetic_frame
+from drivetl.data.records import FrameKey, FrameRecord
 
 
 def _rz(yaw: float, t=(0.0, 0.0, 0.0)) -> np.ndarray:
@@ -246,7 +246,7 @@ def test_frame_proto_is_valid_waymo(tmp_path) -> None:
 def test_matrix_codec_matches_protobuf() -> None:
     from waymo_open_dataset import dataset_pb2
 
-    from drivetl.data.waymo._matrix import parse_matrix, serialize_matrix_float
+    from drivetl.data.formats.waymo._matrix import parse_matrix, serialize_matrix_float
 
     a = np.random.default_rng(0).normal(size=(3, 5, 4)).astype(np.float32)
     m = dataset_pb2.MatrixFloat()

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from drivetl.data.waymo import CAMERA_NAMES, WaymoV1Reader
+from drivetl.data.formats.waymo import CAMERA_NAMES, WaymoV1Reader
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from drivetl.data.collate import Batch, collate
+from drivetl.data.synthetic import synthetic_sample
 from drivetl.models import BEVDetector, CameraEncoder, ImageBackbone, LidarEncoder
-from drivetl.train.synthetic import synthetic_sample
 
 COLUMNS = ("x", "y", "z", "intensity", "elongation")
 

@@ -239,9 +239,9 @@ def test_film_identity_at_init_then_rig_dependent(sgd_step) -> None:
     before = model(x)
     emb = RigEmbedding()
     insert_film(model, ["encoders.stage1", "encoders.stage2"], cond_dim=emb.dim, hidden=16)
-    with film_condition(model, emb(SOURCE)):
+    with film_condition(emb(SOURCE)):
         assert torch.equal(model(x), before)
-    with film_condition(model, emb(TARGET)):
+    with film_condition(emb(TARGET)):
         assert torch.equal(model(x), before)
     with pytest.raises(RuntimeError, match="film_condition"):
         model(x)  # the condition does not outlive its block
@@ -249,13 +249,13 @@ def test_film_identity_at_init_then_rig_dependent(sgd_step) -> None:
     apply_freezing(model, "adapters+head", head_prefixes=["head"])
     lr = 0.5
     model.train()
-    with film_condition(model, emb([SOURCE, TARGET])):
+    with film_condition(emb([SOURCE, TARGET])):
         model(torch.cat([x, x])).pow(2).mean().backward()
     sgd_step(model, lr)
     model.eval()
-    with film_condition(model, emb(SOURCE)):
+    with film_condition(emb(SOURCE)):
         out_source = model(x)
-    with film_condition(model, emb(TARGET)):
+    with film_condition(emb(TARGET)):
         out_target = model(x)
     assert not torch.allclose(out_source, out_target)
     assert count_parameters(model).trainable < count_parameters(model).total

@@ -180,7 +180,7 @@ def _train_a_little(model: nn.Module, cond: torch.Tensor, sgd_step) -> None:
 
 
 def _run(model: nn.Module, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-    with film_condition(model, cond):
+    with film_condition(cond):
         return model(x)
 
 

@@ -144,3 +144,14 @@ def test_head_with_priors_predicts_class_sized_boxes_from_zero_regression() -> N
     assert torch.allclose(size[0, :, 1], torch.tensor([0.7, 0.7, 1.75]))
     with pytest.raises(ValueError, match="channels"):
         decode(torch.zeros(1, 2, 8, 8), torch.zeros(1, 8, 8, 8), GEO, coding=head.coding)
+
+
+def test_box_coding_survives_a_json_round_trip() -> None:
+    coding = BoxCoding(torch.tensor(prior_sizes(["vehicle", "pedestrian"], True)).log(), direction=True)
+    doc = coding.to_dict()
+    assert doc["size_priors"] == [[4.7, 2.0, 1.7], [0.7, 0.7, 1.75]] and doc["direction"] is True
+    assert doc["channels"][-1] == "front_logit" and len(doc["channels"]) == coding.channels == 9
+    back = BoxCoding.from_dict(doc)
+    assert back.direction and torch.allclose(back.log_priors, coding.log_priors)
+    plain = BoxCoding.from_dict(None)  # metadata written before the options: sin/cos, plain sizes
+    assert plain.log_priors is None and not plain.direction and plain.channels == 8

@@ -65,7 +65,7 @@ def test_shipped_configs_build(path: Path) -> None:
 
 
 def test_instantiate_refuses_foreign_classes() -> None:
-    with pytest.raises(ConfigError, match="drivetl class"):
+    with pytest.raises(ConfigError, match="not a detector component"):
         instantiate({"class_path": "os.system", "init_args": {"command": "true"}})
     with pytest.raises(ConfigError, match="cannot build"):
         instantiate({"class_path": "drivetl.models.LidarEncoder", "init_args": {"nonsense": 1}})

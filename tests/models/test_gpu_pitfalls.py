@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from drivetl.data.collate import Batch
+from drivetl.data.synthetic import synthetic_cameras
 from drivetl.models.camera import project_points
 from drivetl.models.lidar import _pillars
 from drivetl.train.losses import total_loss
-from drivetl.train.synthetic import synthetic_cameras
 
 WEIGHTS = {"detection": 1.0, "occupancy": 0.5, "alignment": 0.5}
 TINY_LIDAR_DETECTOR = {

@@ -47,7 +47,7 @@ def waymo_out(tmp_path_factory, waymo_rig):
 
 
 def test_waymo_file_reads_back_with_sensors_points_and_labels(waymo_out, waymo_rig):
-    from drivetl.data.waymo import WaymoV1Reader
+    from drivetl.data.formats.waymo import WaymoV1Reader
 
     out, summary = waymo_out
     files = sorted(out.glob("*.tfrecord"))
@@ -96,7 +96,7 @@ def test_same_seed_gives_identical_files_and_rerun_resumes(waymo_out, waymo_rig,
 
 
 def test_team_format_round_trip(tmp_path):
-    from drivetl.data.team import TeamReader
+    from drivetl.data.formats.team import TeamReader
     from drivetl.sim.dataset import _render, _worker_init
 
     from .conftest import small_rig

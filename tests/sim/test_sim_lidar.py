@@ -27,7 +27,7 @@ def test_exact_returns_lie_on_the_surface_they_hit(scene, exact_frame):
 
 def test_points_follow_the_range_image_and_pixel_pose(exact_frame, waymo_rig):
     """The points equal what Waymo's rule makes of the range image (+ pixel pose for TOP)."""
-    from drivetl.data.waymo import pixel_pose_matrices
+    from drivetl.data.formats.waymo import pixel_pose_matrices
 
     for lid in waymo_rig.lidars:
         scan = exact_frame.scans[lid.name]

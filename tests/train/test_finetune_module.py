@@ -10,15 +10,17 @@ import pytest
 import torch
 
 from drivetl.calib import load_rig, rig_from_dict, rig_to_dict
-from drivetl.data._team_example import write_example_team
 from drivetl.data.collate import collate
+from drivetl.data.datamodule import FinetuneDataModule
+from drivetl.data.formats.team._example import write_example_team
+from drivetl.data.synthetic import synthetic_sample
 from drivetl.errors import CheckpointError, ConfigError
-from drivetl.models.adapters import save_adapters
+from drivetl.models._keys import KeyRouted
+from drivetl.models.adapters import build_adapted, load_finetuned, save_adapters
 from drivetl.models.heads import BEVGeometry
 from drivetl.train._finetune_select import heatmap_entropy, pseudo_label_batch
-from drivetl.train.finetune import FinetuneDataModule, FinetuneModule, build_adapted, load_finetuned
+from drivetl.train.finetune import FinetuneModule
 from drivetl.train.pretrain import PretrainModule
-from drivetl.train.synthetic import synthetic_sample
 
 # The tiny model gains nothing from intra-op threads (see conftest.one_thread).
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -135,7 +137,6 @@ def outputs(model, b):
 def test_adapter_round_trip(method: str, camera: bool, lidar_ckpt, fusion_ckpt, fleet_rig, tmp_path) -> None:
     ckpt = fusion_ckpt if camera else lidar_ckpt
     module = FinetuneModule(pretrained=str(ckpt), method=method, load_head=True)
-    module.rig_vectors["synthetic"] = [0.1] * 22
     perturb(module)
     b = batch(camera)
     want = outputs(module, b)
@@ -181,7 +182,7 @@ def test_class_list_change(lidar_ckpt) -> None:
     assert not torch.equal(w[2], old[2]) and not torch.equal(w[2], old[3])  # bus is new
     assert module.load_report.classes_new == ["bus"]
     assert module.load_report.classes_dropped == ["cyclist", "sign"]
-    assert module.data_defaults["classes"] == ["car", "pedestrian", "bus"]
+    assert list(module.batch_spec.classes) == ["car", "pedestrian", "bus"]
 
 
 def test_freezing_policies(lidar_ckpt) -> None:
@@ -259,7 +260,7 @@ def test_pseudo_labels_and_entropy() -> None:
 
 def test_summary_metadata_is_json(lidar_ckpt) -> None:
     module = FinetuneModule(pretrained=str(lidar_ckpt), method="film")
-    meta = module.checkpoint_metadata()
+    meta = module.finetune_metadata()
     json.dumps(meta)
     assert (
         meta["adapters"]["recipe"]
@@ -285,3 +286,58 @@ def test_empty_include_trains_from_scratch(lidar_ckpt, tmp_path) -> None:
     assert all(torch.equal(x, y) for x, y in zip(want, got, strict=True))
     with pytest.raises(ConfigError, match="names no module"):
         FinetuneModule(pretrained=str(lidar_ckpt), include=["camera"])
+
+
+class _StageWithScale(KeyRouted, torch.nn.Module):
+    """A new adapter method for the test below: a learned per-channel scale after a stage."""
+
+    def __init__(self, stage: torch.nn.Module, channels: int):
+        super().__init__()
+        self.stage = stage
+        self.scale = torch.nn.Parameter(torch.ones(channels))
+
+    def route_key(self, rest):
+        return ("skip", 1) if rest[0] == "stage" else ("drop", 0)
+
+    def forward(self, *args):
+        return self.stage(*args) * self.scale.view(1, -1, 1, 1)
+
+    def recipe_entry(self) -> dict:
+        return {"channels": int(self.scale.numel())}
+
+    @staticmethod
+    def from_recipe(target, entry, name):
+        return _StageWithScale(target, entry["channels"])
+
+
+def test_a_new_method_is_one_table_row(lidar_ckpt, tmp_path, monkeypatch) -> None:
+    """A method defined outside drivetl and added as one row of METHODS trains, exports and reloads
+    through the fine-tune module and both loaders, with nothing else changed."""
+    from drivetl.models._keys import get_module, match_modules, set_module
+    from drivetl.models.adapters import METHODS, Method, infer_out_channels
+
+    def insert_scale(model, targets, spec):
+        names = match_modules(model, targets)
+        for name in names:
+            stage = get_module(model, name)
+            set_module(model, name, _StageWithScale(stage, infer_out_channels(stage, name)))
+        return names
+
+    row = Method(apply=insert_scale, lidar_targets=("lidar.neck",), modules=(_StageWithScale,))
+    monkeypatch.setitem(METHODS, "scale", row)
+    module = FinetuneModule(pretrained=str(lidar_ckpt), method="scale", load_head=True)
+    assert any(n.endswith("scale") for n, p in module.model.named_parameters() if p.requires_grad)
+    perturb(module)
+    b = batch()
+    want = outputs(module, b)
+    header = save_adapters(module.model, tmp_path / "a.safetensors", module.adapter_metadata())
+    assert header["methods"] == ["scale"] and header["recipe"] == [
+        {"kind": "scale", "name": "lidar.neck", "channels": module.model.lidar.neck.scale.numel()}
+    ]
+    got = outputs(build_adapted(lidar_ckpt, tmp_path / "a.safetensors"), b)
+    assert all(torch.equal(w, g) for w, g in zip(want, got, strict=True))
+    full = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(full)
+    torch.save(full, tmp_path / "finetuned.ckpt")
+    again = outputs(load_finetuned(tmp_path / "finetuned.ckpt"), b)
+    assert all(torch.equal(w, g) for w, g in zip(want, again, strict=True))

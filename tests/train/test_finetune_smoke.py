@@ -1,5 +1,6 @@
-"""Every config in configs/finetune/ runs 2 CPU steps through the real `drivetl finetune` command, on a
-tiny pretrained checkpoint saved the way `PretrainModule` saves one and a fleet folder in the team format."""
+"""Every config in configs/finetune/ runs 2 CPU steps through the real `drivetl finetune` command (after
+the shared base.yaml, as the configs are meant to be composed), on a tiny pretrained checkpoint saved
+the way `PretrainModule` saves one and a fleet folder in the team format."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from drivetl.calib import load_rig, rig_from_dict, rig_to_dict
 from drivetl.cli import main
-from drivetl.data._team_example import write_example_team
+from drivetl.data.formats.team._example import write_example_team
 from drivetl.models.adapters import read_adapter_metadata
 from drivetl.train.pretrain import PretrainModule
 
@@ -22,6 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[2]
 STAT_KEY = r"model\.lidar\.backbone\.stages\.0\.(stage\.)?0\.bn2\.(norms\.target\.)?running_mean"
 CONFIGS = sorted((ROOT / "configs" / "finetune").glob("*.yaml"))
+BASE = ROOT / "configs" / "finetune" / "base.yaml"
 
 TINY_DETECTOR = {
     "class_path": "drivetl.models.BEVDetector",
@@ -90,6 +93,8 @@ def _finetune(config: Path, ckpt: Path, fleet: Path, run: Path, *extra: str) -> 
         [
             "finetune",
             "--config",
+            str(BASE),
+            "--config",
             str(config),
             "--model.pretrained",
             str(ckpt),
@@ -148,6 +153,11 @@ def test_config_smoke(config: Path, pretrained: Path, fleet: Path, tmp_path: Pat
         assert 0.0 < summary["trainable_share"] < 1.0
     if summary["method"] in ("lora", "bottleneck", "film", "domain_norm"):
         assert summary["method"] in header["methods"]
+    # the configs merged in order: the method file's own values over the base's
+    stated = yaml.safe_load(config.read_text())["model"]["init_args"]
+    assert summary["method"] == stated.get("method", "lora")
+    used = yaml.safe_load(next(run.rglob("config.yaml")).read_text())["model"]["init_args"]
+    assert used["warmup_steps"] == 20 and used["lr"] == stated.get("lr", 0.002)
     final = torch.load(run / "finetuned.ckpt", map_location="cpu", weights_only=True)
     meta = final["drivetl"]
     # frozen norms keep their statistics (under adapters the key gains a wrapper or domain level)
@@ -212,6 +222,13 @@ def test_mismatched_tensors_exit_2(fleet: Path, tmp_path: Path, capsys) -> None:
     assert _finetune(CONFIGS[0], ckpt, fleet, tmp_path / "run") == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "wide.ckpt" in err and "other shapes" in err
+
+
+def test_method_config_alone_exits_2(tmp_path: Path, capsys) -> None:
+    """A method's config states only what differs from base.yaml; alone it would run on the defaults."""
+    assert main(["finetune", "--config", str(BASE.parent / "film.yaml"), "--data.root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "film.yaml" in err and "configs/finetune/base.yaml" in err
 
 
 def test_missing_config_exits_2(tmp_path: Path, capsys) -> None:

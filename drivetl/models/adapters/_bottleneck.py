@@ -11,14 +11,14 @@ the adapted model, which `base_key` removes again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from drivetl.errors import ConfigError
-
-from ._keys import DROP, KeyRouted, get_module, match_modules, set_module
+from drivetl.models._keys import DROP, KeyRouted, get_module, match_modules, set_module
 
 
 class BottleneckAdapter(nn.Module):
@@ -53,6 +53,7 @@ class StageWrapper(KeyRouted, nn.Module):
         self.stage_name = name
 
     def route_key(self, rest: Sequence[str]) -> tuple[str, int]:
+        """The wrapped stage's tensors keep their base keys (without the ``stage.`` level)."""
         return ("skip", 1) if rest[0] == "stage" else DROP
 
     def _stage_output(self, *args, **kwargs) -> torch.Tensor:
@@ -73,7 +74,17 @@ class StageWithAdapter(StageWrapper):
         self.adapter = adapter
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
+        """The stage's output plus the adapter's residual update."""
         return self.adapter(self._stage_output(*args, **kwargs))
+
+    def recipe_entry(self) -> dict[str, Any]:
+        """What `from_recipe` needs to wrap the stage again (the adapter file's recipe entry)."""
+        return {"channels": self.adapter.channels, "hidden": self.adapter.hidden}
+
+    @staticmethod
+    def from_recipe(target: nn.Module, entry: Mapping[str, Any], name: str) -> nn.Module:
+        """`target` followed by a fresh adapter of the recipe entry's size."""
+        return StageWithAdapter(target, BottleneckAdapter(entry["channels"], hidden=entry["hidden"]), name)
 
 
 def infer_out_channels(module: nn.Module, where: str) -> int:

@@ -30,42 +30,38 @@ from torch import nn
 
 from drivetl._io import atomic_write_bytes
 from drivetl.errors import CheckpointError
+from drivetl.models._keys import arch_signature, base_key, get_module, set_module, tensors_hash
 
-from ._bottleneck import BottleneckAdapter, StageWithAdapter
-from ._film import FiLM, StageWithFiLM
 from ._freeze import count_parameters
-from ._keys import arch_signature, base_key, get_module, set_module, tensors_hash
-from ._lora import LORA_MODULES, lora_wrap
-from ._norm import DomainBatchNorm
+from ._methods import METHODS
 
 FORMAT = "drivetl.adapters/1"
 META_KEY = "drivetl.adapters"
 _STAT_NAMES = ("running_mean", "running_var", "num_batches_tracked")
 
 
+def _kind(module: nn.Module) -> str | None:
+    """The method (a `METHODS` name) whose adapter module `module` is, or None."""
+    for kind, method in METHODS.items():
+        if method.modules and isinstance(module, method.modules):
+            return kind
+    return None
+
+
 def adapter_recipe(model: nn.Module) -> list[dict[str, Any]]:
     """One JSON-ready entry per adapted module of `model`, outermost first.
 
-    Entries: ``{"kind": "lora", "name", "rank", "alpha", "dropout"}``,
+    Each entry is ``{"kind": METHOD, "name": NAME, **module.recipe_entry()}``, e.g.
+    ``{"kind": "lora", "name", "rank", "alpha", "dropout"}``,
     ``{"kind": "bottleneck", "name", "channels", "hidden"}``,
     ``{"kind": "film", "name", "cond_dim", "channels", "hidden"}``,
     ``{"kind": "domain_norm", "name", "domains", "active"}``. Names are in the adapted model.
     """
     recipe: list[dict[str, Any]] = []
     for name, m in model.named_modules():
-        if isinstance(m, LORA_MODULES):
-            p = m.lora_dropout.p if isinstance(m.lora_dropout, nn.Dropout) else 0.0
-            recipe.append({"kind": "lora", "name": name, "rank": m.lora_rank, "alpha": m.lora_alpha,
-                           "dropout": p})
-        elif isinstance(m, StageWithAdapter):
-            recipe.append({"kind": "bottleneck", "name": name, "channels": m.adapter.channels,
-                           "hidden": m.adapter.hidden})
-        elif isinstance(m, StageWithFiLM):
-            recipe.append({"kind": "film", "name": name, "cond_dim": m.film.cond_dim,
-                           "channels": m.film.channels, "hidden": m.film.hidden})
-        elif isinstance(m, DomainBatchNorm):
-            recipe.append({"kind": "domain_norm", "name": name, "domains": list(m.domains),
-                           "active": m.active})
+        kind = _kind(m)
+        if kind is not None:
+            recipe.append({"kind": kind, "name": name, **m.recipe_entry()})
     return sorted(recipe, key=lambda e: e["name"].count("."))
 
 
@@ -73,6 +69,9 @@ def apply_recipe(model: nn.Module, recipe: list[dict[str, Any]], where: str = "r
     """Re-create the adapted modules of `recipe` on a plain model, in place (outermost first)."""
     for entry in sorted(recipe, key=lambda e: e["name"].count(".")):
         name, kind = entry["name"], entry["kind"]
+        method = METHODS.get(kind)
+        if method is None or not method.modules:
+            raise CheckpointError(f"{where}: unknown adapter kind {kind!r} for {name!r}")
         try:
             target = get_module(model, name)
         except Exception:
@@ -81,18 +80,7 @@ def apply_recipe(model: nn.Module, recipe: list[dict[str, Any]], where: str = "r
                 "build the model the adapters were trained on"
             ) from None
         ref = next(target.parameters(), None)
-        match kind:
-            case "lora":
-                new: nn.Module = lora_wrap(target, entry["rank"], entry["alpha"], entry.get("dropout", 0.0))
-            case "bottleneck":
-                adapter = BottleneckAdapter(entry["channels"], hidden=entry["hidden"])
-                new = StageWithAdapter(target, adapter, name)
-            case "film":
-                new = StageWithFiLM(target, FiLM(entry["cond_dim"], entry["channels"], entry["hidden"]), name)
-            case "domain_norm":
-                new = DomainBatchNorm(target, entry["domains"], entry.get("active"))
-            case _:
-                raise CheckpointError(f"{where}: unknown adapter kind {kind!r} for {name!r}")
+        new = method.modules[0].from_recipe(target, entry, name)
         if ref is not None:
             new.to(device=ref.device, dtype=ref.dtype)
         set_module(model, name, new)

@@ -1,28 +1,40 @@
 """Rig-conditioned FiLM: per-channel scale and shift of a feature map, computed from a rig vector.
 
-``y = x * (1 + gamma(c)) + beta(c)``, where c is the (B, D) rig descriptor of `RigEmbedding` and
-gamma, beta are (B, C) outputs of a small MLP whose last layer starts at zero (identity at init).
-One set of FiLM weights serves every rig: the rig enters only through c.
+``y = x * (1 + gamma(c)) + beta(c)``, where c is the (B, D) rig vector (`drivetl.calib.rig_vector`,
+one row per frame) and gamma, beta are (B, C) outputs of a small MLP whose last layer starts at
+zero (identity at init). One set of FiLM weights serves every rig: the rig enters only through c.
 
 `insert_film` wraps named stages like `insert_adapters` does. The condition reaches the wrapped
-stages through `film_condition`, a context manager around the forward pass::
+stages through `film_condition`, a context manager around the forward pass; a detector's adapted
+forward (`AdaptedDetector`, `adapted_forward`) opens it with the batch's own rig vectors::
 
-    with film_condition(model, rig_embedding(batch_rigs)):
+    with film_condition(batch.rig_vectors):
         outputs = model(batch)
 
-The condition is set for the duration of the `with` block only, so nothing outlives a forward.
+The condition is a context variable of the call, not an attribute of any module: it exists for the
+duration of the `with` block only, and nothing is stored on the model.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import contextvars
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from drivetl.calib.rig_vector import RIG_FIELDS, RIG_VECTOR_DIM, describe_rig, rig_vector
+from drivetl.models._keys import get_module, match_modules, set_module
+
 from ._bottleneck import StageWrapper, _channels_for
-from ._keys import get_module, match_modules, set_module
+
+#: the rig vectors of the forward pass in progress (set by `film_condition`)
+_CONDITION: contextvars.ContextVar[torch.Tensor | None] = contextvars.ContextVar(
+    "drivetl_film_condition", default=None
+)
 
 
 class FiLM(nn.Module):
@@ -62,16 +74,25 @@ class StageWithFiLM(StageWrapper):
     def __init__(self, stage: nn.Module, film: FiLM, name: str = "") -> None:
         super().__init__(stage, name)
         self.film = film
-        self.condition: torch.Tensor | None = None
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
         out = self._stage_output(*args, **kwargs)
-        if self.condition is None:
+        condition = _CONDITION.get()
+        if condition is None:
             raise RuntimeError(
-                f"FiLM stage {self.stage_name!r} has no rig condition; run the model inside "
-                "`with film_condition(model, rig_vectors):`"
+                f"FiLM stage {self.stage_name!r} has no rig condition; run the model through its "
+                "adapted forward (AdaptedDetector) or inside `with film_condition(rig_vectors):`"
             )
-        return self.film(out, self.condition)
+        return self.film(out, condition)
+
+    def recipe_entry(self) -> dict[str, Any]:
+        """What `from_recipe` needs to wrap the stage again (the adapter file's recipe entry)."""
+        return {"cond_dim": self.film.cond_dim, "channels": self.film.channels, "hidden": self.film.hidden}
+
+    @staticmethod
+    def from_recipe(target: nn.Module, entry: Mapping[str, Any], name: str) -> nn.Module:
+        """`target` followed by a fresh FiLM layer of the recipe entry's size."""
+        return StageWithFiLM(target, FiLM(entry["cond_dim"], entry["channels"], entry["hidden"]), name)
 
 
 def insert_film(
@@ -99,13 +120,38 @@ def insert_film(
 
 
 @contextlib.contextmanager
-def film_condition(model: nn.Module, cond: torch.Tensor) -> Iterator[None]:
-    """Give every FiLM stage of `model` the rig vectors `cond` ((B, D) or (D,)) inside the block."""
-    stages = [m for m in model.modules() if isinstance(m, StageWithFiLM)]
-    for m in stages:
-        m.condition = cond
+def film_condition(cond: torch.Tensor) -> Iterator[None]:
+    """Condition every FiLM stage run inside the block on the rig vectors `cond` ((B, D) or (D,))."""
+    token = _CONDITION.set(cond)
     try:
         yield
     finally:
-        for m in stages:
-            m.condition = None
+        _CONDITION.reset(token)
+
+
+class RigEmbedding(nn.Module):
+    """Rig(s) -> rig vectors (`drivetl.calib.rig_vector`), float32 (B, `dim`) on the module's device.
+
+    No parameters. lidar / camera: which LiDAR and camera describe the rig (default: ``TOP`` or the
+    one with most beams; ``FRONT`` or the first camera).
+    """
+
+    dim = RIG_VECTOR_DIM
+    fields = RIG_FIELDS
+
+    def __init__(self, lidar: str | None = None, camera: str | None = None) -> None:
+        super().__init__()
+        self.lidar = lidar
+        self.camera = camera
+        self.register_buffer("_device_probe", torch.zeros(0), persistent=False)
+
+    def describe(self, rig) -> dict[str, float]:
+        """Physical values of each field (for logs and reports)."""
+        return describe_rig(rig, self.lidar, self.camera)
+
+    def forward(self, rigs) -> torch.Tensor:
+        """(B, `dim`) float32 for a `SensorRig` or a sequence of them."""
+        if not isinstance(rigs, (list, tuple)):
+            rigs = [rigs]
+        rows = [rig_vector(r, self.lidar, self.camera) for r in rigs]
+        return torch.from_numpy(np.stack(rows)).to(self._device_probe.device)

@@ -16,8 +16,7 @@ from typing import Literal, NamedTuple
 from torch import nn
 
 from drivetl.errors import ConfigError
-
-from ._keys import base_key
+from drivetl.models._keys import base_key
 
 Policy = Literal["adapters+head", "last_k", "full"]
 POLICIES: tuple[str, ...] = ("adapters+head", "last_k", "full")

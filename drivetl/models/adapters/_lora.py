@@ -15,15 +15,15 @@ layer.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from drivetl.errors import ConfigError
-
-from ._keys import DROP, KEEP, KeyRouted, get_module, match_modules, set_module
+from drivetl.models._keys import DROP, KEEP, KeyRouted, get_module, match_modules, set_module
 
 _SUPPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -59,7 +59,18 @@ class _LoRAMixin(KeyRouted):
         return (self.lora_B @ self.lora_A).view(self.weight.shape) * self.lora_scaling
 
     def route_key(self, rest: Sequence[str]) -> tuple[str, int]:
+        """LoRA tensors are adapter-only; the weight and bias keep their base keys."""
         return DROP if rest[0] in ("lora_A", "lora_B", "lora_dropout") else KEEP
+
+    def recipe_entry(self) -> dict[str, Any]:
+        """What `from_recipe` needs to wrap the base layer again (the adapter file's recipe entry)."""
+        p = self.lora_dropout.p if isinstance(self.lora_dropout, nn.Dropout) else 0.0
+        return {"rank": self.lora_rank, "alpha": self.lora_alpha, "dropout": p}
+
+    @staticmethod
+    def from_recipe(target: nn.Module, entry: Mapping[str, Any], name: str) -> nn.Module:
+        """The LoRA wrapper of `target` described by a recipe entry."""
+        return lora_wrap(target, entry["rank"], entry["alpha"], entry.get("dropout", 0.0))
 
     def extra_repr(self) -> str:  # noqa: D401 - torch's repr hook
         return f"{super().extra_repr()}, lora_rank={self.lora_rank}, lora_alpha={self.lora_alpha}"

@@ -14,15 +14,14 @@ others are adapter tensors.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from drivetl.errors import ConfigError
-
-from ._keys import DROP, KeyRouted, get_module, match_modules, set_module
+from drivetl.models._keys import DROP, KeyRouted, get_module, match_modules, set_module
 
 _BN = nn.modules.batchnorm._BatchNorm
 
@@ -100,17 +99,29 @@ class DomainBatchNorm(KeyRouted, nn.Module):
         self.set_domain(self.active)
 
     def set_domain(self, name: str) -> None:
+        """Normalize with the BatchNorm of domain `name` from now on."""
         if name not in self.norms:
             raise ConfigError(f"unknown domain {name!r}; this layer has {self.domains}")
         self.active = name
 
     def route_key(self, rest: Sequence[str]) -> tuple[str, int]:
+        """The first (pretrained) domain's tensors keep their base keys; the others are adapter-only."""
         if rest[0] == "norms" and len(rest) > 1 and rest[1] == self.domains[0]:
             return ("skip", 2)
         return DROP
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalize with the active domain's BatchNorm."""
         return self.norms[self.active](x)
+
+    def recipe_entry(self) -> dict[str, Any]:
+        """What `from_recipe` needs to replace the BatchNorm again (the adapter file's recipe entry)."""
+        return {"domains": list(self.domains), "active": self.active}
+
+    @staticmethod
+    def from_recipe(target: nn.Module, entry: Mapping[str, Any], name: str) -> nn.Module:
+        """Per-domain copies of the BatchNorm `target`, as the recipe entry lists them."""
+        return DomainBatchNorm(target, entry["domains"], entry.get("active"))
 
     def extra_repr(self) -> str:  # noqa: D401 - torch's repr hook
         return f"domains={self.domains}, active={self.active!r}"

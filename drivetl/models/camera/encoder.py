@@ -68,6 +68,7 @@ class ImageBackbone(nn.Module):
         self.out_stride = out_stride
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalized images through the backbone and the neck (shapes: the class docstring)."""
         x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
         feats = self.timm(x) if self.timm is not None else self.stages(self.stem(x))
         return self.neck(feats)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -67,6 +68,32 @@ class BoxCoding:
     def channels(self) -> int:
         """Regression channels: 8, or 9 with the direction logit."""
         return 9 if self.direction else 8
+
+    @property
+    def names(self) -> list[str]:
+        """What each regression channel holds, in order."""
+        size = ["log_l_over_prior", "log_w_over_prior", "log_h_over_prior"]
+        if self.log_priors is None:
+            size = ["log_l", "log_w", "log_h"]
+        heading = ["sin_2heading", "cos_2heading", "front_logit"] if self.direction else ["sin", "cos"]
+        return ["dx", "dy", "z", *size, *heading]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: size priors (K x 3 metres, or None), direction, channel names."""
+        priors = None
+        if self.log_priors is not None:
+            priors = [[round(float(v), 6) for v in row] for row in self.log_priors.detach().cpu().exp()]
+        return {"size_priors": priors, "direction": self.direction, "channels": self.names}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> BoxCoding:
+        """Inverse of `to_dict`; None or {} is the plain coding (files written before the options)."""
+        data = dict(data or {})
+        priors = data.get("size_priors")
+        log_priors = None
+        if priors is not None:
+            log_priors = torch.tensor(priors, dtype=torch.float32).reshape(-1, 3).log()
+        return cls(log_priors, bool(data.get("direction", False)))
 
     def encode(self, boxes: torch.Tensor, classes: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
         """Targets (M, channels) of boxes (M, 7) of class index `classes` (M,); offset (M, 2) the centre's

@@ -56,9 +56,11 @@ class CenterHead(nn.Module):
 
     @property
     def coding(self) -> BoxCoding:
+        """How the regression channels encode a box (targets, loss and decoding follow it)."""
         return BoxCoding(self.log_priors, self.direction)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(heatmap logits, regression) of a BEV feature map (shapes: the class docstring)."""
         y = self.shared(x)
         return self.heatmap(y), self.regression(y)
 

@@ -1,0 +1,224 @@
+"""The one sample pipeline: frames of a source -> canonical `Sample`s -> `Batch`es (hops 1 to 3 of DESIGN.md).
+
+Pretraining, fine-tuning, evaluation and prediction build their batches with this module; what
+differs between them is a parameter:
+
+- `BatchSpec`: which point columns, box classes, camera views and image size a batch holds (what
+  the model takes);
+- `FrameSet`: frames of one source read the same way (which indices, labeled or not, options of
+  `canonicalize` such as beam re-sampling or a size shift);
+- `FrameDataset`: ``[i] -> Sample`` over one or more FrameSets: reads the record, canonicalizes it
+  with its own rig (the rig vector comes along), keeps the spec's point columns (an optional column
+  a source lacks is zeros), drops the images unless the spec has cameras and the boxes of unlabeled
+  frames, and augments;
+- `Collate`: the picklable `collate` of a spec, for DataLoader worker processes;
+- `open_source(root, format)`: a frame source (``len``, ``[i] -> FrameRecord``) over a folder.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from drivetl.data.augment import AugmentConfig, augment
+from drivetl.data.cache import TrainingCache
+from drivetl.data.canonicalize import canonicalize
+from drivetl.data.collate import Batch, collate
+from drivetl.data.formats.team import TeamReader
+from drivetl.data.formats.waymo import WaymoRecordIndex
+from drivetl.data.records import CLASSES, Boxes, FrameRecord, Sample
+from drivetl.errors import DataError
+
+__all__ = ["BatchSpec", "Collate", "FrameDataset", "FrameSet", "held_out", "open_source"]
+
+#: point columns of a batch when nothing else is asked for
+BASE_COLUMNS: tuple[str, ...] = ("x", "y", "z", "intensity")
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """What a `Batch` holds: point columns (in order), box classes (head order), cameras.
+
+    image_size: (height, width) of the stacked camera images; None: a LiDAR-only batch (no camera
+    is decoded). camera_names: the views in order; None: every camera of the data, first-seen order.
+    """
+
+    columns: tuple[str, ...] = BASE_COLUMNS
+    classes: tuple[str, ...] = CLASSES
+    image_size: tuple[int, int] | None = None
+    camera_names: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "columns", tuple(self.columns))
+        object.__setattr__(self, "classes", tuple(self.classes))
+        if self.image_size is not None:
+            object.__setattr__(self, "image_size", (int(self.image_size[0]), int(self.image_size[1])))
+        if self.camera_names is not None:
+            object.__setattr__(self, "camera_names", tuple(self.camera_names))
+
+    @property
+    def cameras(self) -> bool:
+        """True when batches carry camera images."""
+        return self.image_size is not None
+
+    def merged(self, **given: Any) -> BatchSpec:
+        """This spec with the fields given (not None) replaced: ``spec.merged(classes=["car"])``."""
+        return dataclasses.replace(self, **{k: v for k, v in given.items() if v is not None})
+
+    def collate_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of `collate` for this spec."""
+        return {
+            "camera_names": self.camera_names if self.cameras else (),
+            "image_size": self.image_size,
+            "classes": self.classes,
+            "columns": self.columns,
+        }
+
+
+@dataclass(frozen=True)
+class FrameSet:
+    """Frames of one source, read the same way.
+
+    source: ``len`` and ``[i] -> FrameRecord`` (a reader, the training cache, a subset).
+    indices: the frames of `source` used, in order. labeled: False drops the frames' boxes (their
+    labels never reach a batch). options: keyword arguments of `canonicalize` (``target_beams``,
+    ``size_shift``).
+    """
+
+    source: Any
+    indices: Sequence[int]
+    labeled: bool = True
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class FrameDataset(Dataset):
+    """``[i] -> Sample`` over the frames of `sets`, in order (see the module docstring).
+
+    spec: the batch spec (columns kept, cameras decoded or not). augment: `AugmentConfig` (None:
+    off); frame i is augmented with ``np.random.default_rng([seed, i, draw])``, `draw` from torch's
+    generator (seeded per worker and epoch by the DataLoader). lidars: LiDARs used (None: all).
+    """
+
+    def __init__(
+        self,
+        sets: Sequence[FrameSet],
+        spec: BatchSpec,
+        *,
+        augment: AugmentConfig | None = None,
+        seed: int = 0,
+        lidars: Sequence[str] | None = None,
+    ):
+        self.sets = list(sets)
+        self.spec = spec
+        self.augment = augment
+        self.seed = seed
+        self.lidars = list(lidars) if lidars else None
+        self._ends = np.cumsum([len(s) for s in self.sets]).tolist()
+
+    def __len__(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
+    def _locate(self, i: int) -> tuple[FrameSet, int]:
+        if not 0 <= i < len(self):
+            raise IndexError(f"frame {i} of a dataset of {len(self)}")
+        k = bisect.bisect_right(self._ends, i)
+        return self.sets[k], i - (self._ends[k - 1] if k else 0)
+
+    def record(self, i: int) -> FrameRecord:
+        """The record of frame `i`, as its source holds it."""
+        part, j = self._locate(i)
+        return part.source[part.indices[j]]
+
+    def __getitem__(self, i: int) -> Sample:
+        part, j = self._locate(i)
+        record = part.source[part.indices[j]]
+        spec = self.spec
+        sample = canonicalize(record, lidars=self.lidars, decode_images=spec.cameras, **part.options)
+        cols = [
+            sample.points[:, sample.columns.index(c)]
+            if c in sample.columns
+            else np.zeros(len(sample.points), np.float32)
+            for c in spec.columns
+        ]
+        points = np.stack(cols, 1).astype(np.float32) if cols else sample.points[:, :0]
+        changes: dict[str, Any] = {"points": points, "columns": spec.columns}
+        if not part.labeled:
+            changes["boxes"] = Boxes.empty()
+        if not spec.cameras:
+            changes.update(images={}, cameras=())
+        sample = dataclasses.replace(sample, **changes)
+        if self.augment is not None:
+            draw = int(torch.randint(0, 2**31 - 1, ()).item())  # seeded per worker and epoch by the loader
+            sample = augment(sample, np.random.default_rng([self.seed, i, draw]), self.augment)
+        return sample
+
+
+class Collate:
+    """`collate` with the keyword arguments of a `BatchSpec`; picklable (DataLoader workers).
+
+    with_samples: return ``(samples, batch)`` (evaluation keeps each frame's full ground truth).
+    """
+
+    def __init__(self, spec: BatchSpec, with_samples: bool = False):
+        self.spec = spec
+        self.with_samples = with_samples
+
+    def __call__(self, samples: list[Sample]) -> Batch | tuple[list[Sample], Batch]:
+        """The `Batch` of `samples` (with the samples first when `with_samples`)."""
+        batch = collate(samples, **self.spec.collate_kwargs())
+        return (samples, batch) if self.with_samples else batch
+
+
+def held_out(n: int, fraction: float) -> int:
+    """How many of `n` frames a validation `fraction` holds out: at least one, and never all."""
+    return min(max(math.ceil(n * fraction), 1), n - 1) if n > 1 else 0
+
+
+def open_source(root: str | Path, fmt: str = "auto", option: str = "--data.root"):
+    """A frame source over `root`: an object with ``len`` and ``[i] -> FrameRecord``.
+
+    fmt: ``waymo`` (Waymo v1 ``*.tfrecord`` files, random access by record index), ``team`` (a
+    team folder with its rig.yaml), ``cache`` (the training cache of ``drivetl convert``) or
+    ``auto`` (decided from what the folder holds). option: the command-line option that named
+    `root`, for the error message.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise DataError(
+            f"{root}: data folder not found (set {option} to a Waymo TFRecord folder, a team "
+            "folder or a training cache)"
+        )
+    if fmt == "auto":
+        if (root / "index.json").is_file():
+            fmt = "cache"
+        elif root.is_file() or any(root.rglob("*.tfrecord")):
+            fmt = "waymo"
+        elif (root / "rig.yaml").is_file():
+            fmt = "team"
+        else:
+            raise DataError(
+                f"{root}: neither a training cache (index.json), Waymo TFRecords (*.tfrecord) nor a "
+                "team folder (rig.yaml); pass --data.format or point --data.root at the data"
+            )
+    if fmt == "waymo":
+        files = [root] if root.is_file() else sorted(root.rglob("*.tfrecord"))
+        if not files:
+            raise DataError(f"{root}: no *.tfrecord files")
+        return WaymoRecordIndex(files)
+    if fmt == "team":
+        return TeamReader(root)
+    if fmt == "cache":
+        return TrainingCache(root)
+    raise DataError(f"data.format must be auto, waymo, team or cache; got {fmt!r}")

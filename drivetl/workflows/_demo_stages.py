@@ -1,0 +1,263 @@
+"""The demo's stages: simulate, pretrain, fine-tune (adapters and from scratch), evaluate.
+
+Each function takes the `DemoPlan` and a `log` callable, calls the same building blocks as the
+commands (`simulate_dataset`, `run_pretrain`, `run_finetune`, `evaluate`) in this process, and
+writes only under ``plan.out``. The simulator (open3d) and Lightning are imported when a stage runs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from drivetl._io import atomic_write_text
+from drivetl.workflows import _demo_config as cfg
+
+#: the demo's headline matching: 3D IoU at Waymo's thresholds (vehicle 0.7, pedestrian 0.5); the
+#: report follows with BEV IoU and centre-distance tables of the same predictions
+MATCHER = "iou"
+EXTRA_MATCHERS = ("bev", "distance")
+RANGE_EDGES = (0.0, 10.0, 20.0, math.inf)
+MODELS = ("scratch", "source-only", "adapted")
+
+
+#: simulate(rig, frames, out, format, seed, workers, progress) -> summary lines (`simulate` by default)
+Simulate = Callable[..., list[str]]
+
+
+def simulate(rig, frames: int, out: Path, fmt: str, seed: int, workers: int, progress) -> list[str]:
+    """Render `frames` frames of `rig` into `out` (Waymo or team format); the summary lines."""
+    from drivetl.sim import SimulationPlan, simulate_dataset
+
+    plan = SimulationPlan(
+        rig=rig, frames=frames, out=out, format=fmt, seed=seed, frames_per_segment=10, shard_frames=10
+    )
+    return simulate_dataset(plan, workers=workers, progress=progress).lines()
+
+
+def _sim(
+    simulate: Simulate, rig, frames: int, out: Path, fmt: str, seed: int, workers: int, log: Callable
+) -> None:
+    done = [0]
+
+    def progress(n: int) -> None:
+        done[0] += n
+        if done[0] % 10 == 0 or done[0] == frames:
+            log(f"  {rig.name}: {done[0]}/{frames} frames")
+
+    for line in simulate(rig, frames, out, fmt, seed, workers, progress):
+        log("  " + line)
+
+
+def simulate_source(plan, simulate: Simulate, log: Callable) -> None:
+    _sim(
+        simulate,
+        cfg.source_rig(),
+        plan.source_frames,
+        plan.path("source"),
+        "waymo",
+        plan.seed,
+        plan.workers,
+        log,
+    )
+
+
+def source_complete(plan) -> bool:
+    """True when the source folder holds one TFRecord per simulated street."""
+    return len(list(plan.path("source").glob("*.tfrecord"))) >= plan.source_frames // 10
+
+
+def simulate_fleet(plan, simulate: Simulate, log: Callable) -> None:
+    """The fleet folder, then its splits by street: train, then val, then test segments."""
+    from drivetl.data.formats.team import TeamReader
+
+    root = plan.path("fleet")
+    _sim(simulate, cfg.fleet_rig(), plan.fleet_frames, root, "team", plan.seed + 1000, plan.workers, log)
+    keys = sorted(TeamReader(root).keys)
+    segments = sorted({k.segment for k in keys})
+    n_train, n_val = plan.fleet_train_frames // 10, plan.fleet_val_frames // 10
+    parts = {
+        "train": segments[:n_train],
+        "val": segments[n_train : n_train + n_val],
+        "test": segments[n_train + n_val :],
+    }
+    for name, segs in parts.items():
+        members = [k for k in keys if k.segment in set(segs)]
+        atomic_write_text(
+            root / "splits" / f"{name}.txt", "".join(f"{k.segment}/{k.timestamp_us}\n" for k in members)
+        )
+        log(f"  split {name}: {len(members)} frames ({len(segs)} streets)")
+
+
+def pretrained_ckpt(plan) -> Path:
+    return plan.path("runs", "pretrain", "pretrained.ckpt")
+
+
+def _quiet_lightning() -> None:
+    import logging
+    import warnings
+
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*number of training batches.*")
+    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
+
+
+def pretrain(plan, log: Callable) -> None:
+    from drivetl.train.cli import run_pretrain
+
+    _quiet_lightning()
+    root = plan.path("runs", "pretrain").resolve()
+    config = cfg.write_config(
+        plan.path("configs", "pretrain.yaml"),
+        cfg.pretrain_config(
+            root, plan.path("source").resolve(), plan.pretrain_steps, plan.batch_size, plan.workers, plan.seed
+        ),
+    )
+    args = ["--config", str(config)]
+    last = root / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        log(f"  resuming from {last}")
+        args += ["--ckpt_path", str(last)]
+    log(f"  drivetl pretrain --config {config}")
+    run_pretrain(args)
+    _copy(last, pretrained_ckpt(plan))
+
+
+def _copy(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.partial")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+#: fine-tuning variants by name: (adapter method, freezing policy, start from the pretrained model)
+VARIANTS: dict[str, tuple[str, str, bool]] = {
+    "adapt": ("lora", "adapters+head", True),
+    "lora": ("lora", "adapters+head", True),
+    "bottleneck": ("bottleneck", "adapters+head", True),
+    "film": ("film", "adapters+head", True),
+    "norm": ("norm", "adapters+head", True),
+    "domain_norm": ("domain_norm", "adapters+head", True),
+    "full": ("none", "full", True),
+    "scratch": ("none", "full", False),
+}
+
+
+def finetune_job(
+    plan, variant: str, root: Path, config_path: Path, labeled_fraction: float, steps: int, log: Callable
+) -> Path:
+    """Fine-tune `variant` (a `VARIANTS` key) into the run folder `root`; returns the run folder.
+
+    Starts from the pretrained checkpoint, or (from scratch) from a random initialization saved
+    like one, so both runs share the data, the steps and the selection."""
+    from drivetl.train.cli import run_finetune
+
+    _quiet_lightning()
+    method, freeze, pretrained = VARIANTS[variant]
+    root = root.resolve()
+    if pretrained:
+        start = pretrained_ckpt(plan).resolve()
+    else:
+        start = cfg.write_init_checkpoint(root / "init.ckpt", plan.seed)
+    config = cfg.write_config(
+        config_path,
+        cfg.finetune_config(
+            root,
+            start,
+            plan.path("fleet").resolve(),
+            method=method,
+            freeze=freeze,
+            steps=steps,
+            labeled_fraction=labeled_fraction,
+            batch_size=plan.batch_size,
+            workers=plan.workers,
+            seed=plan.seed,
+        ),
+    )
+    for stale in ("checkpoints", "adapters.safetensors", "finetuned.ckpt"):
+        target = root / stale
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    log(f"  drivetl finetune --config {config}")
+    run_finetune(["--config", str(config)])
+    return root
+
+
+def finetune(plan, kind: str, log: Callable) -> None:
+    """kind "adapt": LoRA + head on the pretrained model; "scratch": every tensor from a random init."""
+    finetune_job(
+        plan,
+        kind,
+        plan.path("runs", kind),
+        plan.path("configs", f"{kind}.yaml"),
+        plan.labeled_fraction,
+        plan.finetune_steps,
+        log,
+    )
+
+
+def model_specs(plan) -> list[str]:
+    """The --ckpt values of the evaluation, in `MODELS` order."""
+    pre = pretrained_ckpt(plan).resolve()
+    return [
+        str(plan.path("runs", "scratch", "finetuned.ckpt").resolve()),
+        str(pre),
+        f"{plan.path('runs', 'adapt', 'adapters.safetensors').resolve()}@{pre}",
+    ]
+
+
+def evaluate(plan, log: Callable) -> None:
+    from drivetl.workflows.evaluate import evaluate as run_eval
+
+    run_eval(
+        model_specs(plan),
+        plan.path("fleet"),
+        plan.path("report"),
+        names=list(MODELS),
+        split="test",
+        matcher=MATCHER,
+        extra_matchers=EXTRA_MATCHERS,
+        range_edges=RANGE_EDGES,
+        batch_size=plan.batch_size,
+        render_frames=2,
+        render_score=0.15,
+        score_threshold=0.1,
+        log=lambda m: log("  " + m),
+    )
+
+
+def summary_table(report_dir: Path) -> tuple[str, dict[str, Any]]:
+    """(the comparison table, {model: DetectionResult}) of a finished demo's metrics.json."""
+    import json
+
+    from drivetl.eval import DetectionResult, comparison_table
+
+    doc = json.loads((report_dir / "metrics.json").read_text())
+    results = {m["name"]: DetectionResult.from_dict(m["result"]) for m in doc["models"]}
+    table = comparison_table(results)
+    names = {"bev": "BEV IoU (Waymo thresholds)", "distance": "centre distance (2 m)", "iou": "3D IoU"}
+    table = "3D IoU at Waymo's thresholds (vehicle 0.7, pedestrian 0.5). " + table
+    for matcher, res in (doc.get("other_matchers") or {}).items():
+        other = {n: DetectionResult.from_dict(r) for n, r in res.items()}
+        table += (
+            f"\nThe same predictions, {names.get(matcher, matcher)} matching:\n\n"
+            + comparison_table(other).split("\n", 2)[2]
+        )
+    errors = doc.get("box_errors") or {}
+    if errors:
+        table += "\nBox errors of centre-distance matches (medians; flips: share turned around):\n"
+        table += f"  {'model':<12} {'class':<11} BEV m  z m   scale orient. flips\n"
+        keys = ("translation_bev", "translation_z", "scale", "orientation")
+        for model, per_class in errors.items():
+            for cls, e in per_class.items():
+                vals = [e.get(k + "_median") for k in keys] + [e.get("flip_share")]
+                text = ["n/a" if v is None else f"{v:.2f}" for v in vals]
+                table += f"  {model:<12} {cls:<11} " + "  ".join(text) + "\n"
+    return table, results

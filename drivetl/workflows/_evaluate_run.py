@@ -1,0 +1,234 @@
+"""Run a loaded detector over an evaluation data set: frames -> canonical samples -> batches -> boxes.
+
+Predictions and ground truth are both in the canonical vehicle frame (DESIGN.md: x forward, y left,
+z up, metres, ground at z = 0), because the data goes through the sample pipeline of training
+(`drivetl.data.dataset`: the same rig-driven canonicalization, the model's batch spec, one
+collate). With ``fusion_health`` a camera model also runs on the same batches with every camera
+hidden (``camera_valid`` False, images zero: what a rig without usable cameras looks like to the
+fusion), and the change of its heatmaps is measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from drivetl.data.canonicalize import canonicalize
+from drivetl.data.dataset import Collate, FrameDataset, FrameSet, open_source
+from drivetl.data.records import Boxes, FrameKey
+from drivetl.errors import DataError
+from drivetl.eval import DetectionEvaluator, Detections
+from drivetl.models import decode
+from drivetl.models.adapters import adapted_forward
+from drivetl.workflows._evaluate_load import LoadedModel
+
+
+@dataclass
+class EvalData:
+    """An evaluation data set: a frame source (``len``, ``[i] -> FrameRecord``), the frames used,
+    the rig (team folder: its rig.yaml; Waymo files: the first frame's calibration)."""
+
+    root: Path
+    source: Any
+    indices: list[int]
+    rig: Any
+    format: str
+    split: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def camera_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in getattr(self.rig, "cameras", ()))
+
+
+def open_eval_data(
+    root: str | Path, fmt: str = "auto", split: str | None = None, max_frames: int | None = None
+) -> EvalData:
+    """Open a team folder (optionally one split of it), Waymo TFRecords or a training cache."""
+    root = Path(root)
+    source = open_source(root, fmt, option="--data")
+    kind = type(source).__name__
+    fmt_name = {"TeamReader": "team", "WaymoRecordIndex": "waymo", "TrainingCache": "cache"}.get(kind, fmt)
+    if split is not None:
+        if fmt_name != "team":
+            raise DataError(
+                f"{root}: --split {split} needs a team folder (splits/{split}.txt); this is {fmt_name}"
+            )
+        source = source.split(split)
+    n = len(source)
+    if n == 0:
+        raise DataError(f"{root}: no frames to evaluate" + (f" in split {split!r}" if split else ""))
+    if max_frames is not None:
+        if max_frames < 1:
+            raise DataError(f"--max-frames {max_frames}: evaluate at least one frame")
+        n = min(n, max_frames)
+    rig = getattr(source, "rig", None)
+    if rig is None:
+        rig = source[0].rig
+    return EvalData(root, source, list(range(n)), rig, fmt_name, split)
+
+
+@dataclass
+class FramePrediction:
+    """One frame: its key, ground truth (canonical frame) and the model's detections (canonical names)."""
+
+    key: FrameKey
+    ground_truth: Boxes
+    detections: Detections
+
+
+@dataclass
+class ModelRun:
+    """What running one model produced. blind: the same frames with cameras hidden (fusion health);
+    heat_change: mean |sigmoid(heatmap) - sigmoid(heatmap without cameras)| over cells, relative to
+    the mean sigmoid(heatmap); coverage: mean share of BEV cells a camera saw (camera models only)."""
+
+    frames: list[FramePrediction] = field(default_factory=list)
+    blind: list[FramePrediction] | None = None
+    heat_change: float | None = None
+    coverage: float | None = None
+    seconds: float = 0.0
+
+
+def _to_detections(det: Any, loaded: LoadedModel) -> Detections:
+    """A head's `Detections` (int labels into the model's classes) -> eval Detections (canonical names)."""
+    labels = det.labels.detach().cpu().numpy().astype(np.int64)
+    names = [loaded.canonical[i] for i in labels]
+    keep = np.array([n is not None for n in names], bool)
+    boxes = det.boxes.detach().cpu().numpy().astype(np.float64)[keep]
+    scores = det.scores.detach().cpu().numpy().astype(np.float64)[keep]
+    finite = np.isfinite(boxes).all(1) & np.isfinite(scores)
+    classes = tuple(n for n, k in zip(names, keep, strict=True) if k)
+    classes = tuple(c for c, f in zip(classes, finite, strict=True) if f)
+    return Detections(boxes[finite], scores[finite], classes)
+
+
+def hide_cameras(batch):
+    """The same batch as a rig without usable cameras would give: every view invalid, images zero."""
+    return dataclasses.replace(
+        batch, images=torch.zeros_like(batch.images), camera_valid=torch.zeros_like(batch.camera_valid)
+    )
+
+
+def run_model(
+    loaded: LoadedModel,
+    data: EvalData,
+    *,
+    batch_size: int = 4,
+    device: str | torch.device = "cpu",
+    fusion_health: bool = False,
+    score_threshold: float = 0.05,
+    workers: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> ModelRun:
+    """Predict every frame of `data` with `loaded`; `progress(n)` is called after each batch of n frames.
+
+    Each frame's own rig vector (from the data's rig) conditions FiLM adapters."""
+    t0 = time.perf_counter()
+    model = loaded.model.to(device).eval()
+    cameras = loaded.has_camera
+    check = fusion_health and cameras
+    spec = loaded.batch_spec
+    loader = torch.utils.data.DataLoader(
+        FrameDataset([FrameSet(data.source, data.indices)], spec),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=Collate(spec, with_samples=True),
+    )
+    run = ModelRun(blind=[] if check else None)
+    heat_diff = heat_mean = cover = 0.0
+    n_batches = 0
+    with torch.inference_mode():
+        for samples, batch in loader:
+            batch = batch.to(device)
+            outs = adapted_forward(model, batch)
+            dets = decode(
+                outs.heatmap,
+                outs.regression,
+                outs.geometry,
+                score_threshold=score_threshold,
+                coding=outs.coding,
+            )
+            for s, d in zip(samples, dets, strict=True):
+                run.frames.append(FramePrediction(s.key, s.boxes, _to_detections(d, loaded)))
+            if cameras and outs.camera is not None:
+                cover += float(outs.camera.coverage.float().mean())
+            if check:
+                blind = adapted_forward(model, hide_cameras(batch))
+                bd = decode(
+                    blind.heatmap,
+                    blind.regression,
+                    blind.geometry,
+                    score_threshold=score_threshold,
+                    coding=blind.coding,
+                )
+                for s, d in zip(samples, bd, strict=True):
+                    run.blind.append(FramePrediction(s.key, s.boxes, _to_detections(d, loaded)))
+                h1, h0 = outs.heatmap.float().sigmoid(), blind.heatmap.float().sigmoid()
+                heat_diff += float((h1 - h0).abs().mean())
+                heat_mean += float(h1.mean())
+            n_batches += 1
+            if progress is not None:
+                progress(len(samples))
+    if check and n_batches:
+        run.heat_change = heat_diff / max(heat_mean, 1e-12)
+    if cameras and n_batches:
+        run.coverage = cover / n_batches
+    run.seconds = time.perf_counter() - t0
+    return run
+
+
+def in_region(boxes: np.ndarray, region: Sequence[float] | None) -> np.ndarray:
+    """(M,) bool: box centres (M, 7) inside the BEV rectangle (x_min, y_min, x_max, y_max), metres."""
+    if region is None:
+        return np.ones(len(boxes), bool)
+    x0, y0, x1, y1 = region
+    return (boxes[:, 0] >= x0) & (boxes[:, 0] < x1) & (boxes[:, 1] >= y0) & (boxes[:, 1] < y1)
+
+
+def accumulate(frames: Sequence[FramePrediction], config, region: Sequence[float] | None = None):
+    """A `DetectionResult` over `frames`; ground truth and predictions outside `region` left out."""
+    ev = DetectionEvaluator(config)
+    for f in frames:
+        gt = f.ground_truth.select(in_region(f.ground_truth.boxes, region))
+        keep = in_region(f.detections.boxes, region)
+        det = Detections(
+            f.detections.boxes[keep],
+            f.detections.scores[keep],
+            tuple(c for c, k in zip(f.detections.classes, keep, strict=True) if k),
+        )
+        ev.update(det, gt, key=f.key)
+    return ev.compute()
+
+
+def class_box_errors(
+    frames: Sequence[FramePrediction], classes: Sequence[str], region=None, distance: float = 2.0
+):
+    """{class: `drivetl.eval.BoxErrors`} of the centre-distance matches (metres) of `frames`;
+    `region` as in `accumulate`."""
+    from drivetl.eval import BoxErrorAccumulator
+
+    acc = BoxErrorAccumulator(classes, distance)
+    for f in frames:
+        gt = f.ground_truth.select(in_region(f.ground_truth.boxes, region))
+        keep = in_region(f.detections.boxes, region)
+        cls = tuple(c for c, k in zip(f.detections.classes, keep, strict=True) if k)
+        acc.update(Detections(f.detections.boxes[keep], f.detections.scores[keep], cls), gt)
+    return acc.compute()
+
+
+def iter_points(data: EvalData, indices: Sequence[int]) -> Iterator[tuple[FrameKey, np.ndarray]]:
+    """(key, (N, 3) float32 canonical x, y, z) of the frames at positions `indices` of `data`."""
+    for i in indices:
+        s = canonicalize(data.source[data.indices[i]], decode_images=False)
+        yield s.key, s.points[:, :3]

@@ -1,0 +1,284 @@
+"""The whole chain on simulated data, small enough for a laptop CPU (`drivetl demo`, `make demo`).
+
+Stages, each writing under the demo folder and skipped when its outputs are complete (a stage
+records what it was run with in ``stages/<name>.json``; a changed plan reruns it):
+
+1. ``source``  — simulate the Waymo-format source set (Waymo-like top LiDAR, TFRecords);
+2. ``fleet``   — simulate the fleet set (``fleet_xt32``, team format) with splits train / val / test
+   by street (segment), so test streets are never seen in training;
+3. ``pretrain`` — supervised pretraining on the source set (`drivetl pretrain`);
+4. ``adapt``   — LoRA adapters + head fine-tuned on a small labeled fraction of the fleet train split
+   (`drivetl finetune`, pretrained tensors frozen);
+5. ``scratch`` — the same fine-tuning recipe from a random initialization, every tensor trained, on
+   the same labeled frames;
+6. ``evaluate`` — scratch, source-only (the pretrained model on fleet data, canonicalization only)
+   and adapted on the fleet test split (`drivetl evaluate`): metrics.json, report.md, figures.
+
+`DemoPlan.for_scale` sizes everything from one knob: frames and training steps grow linearly with
+the scale. Scale 1 is sized to spend about ten minutes on a quiet two-core CPU, nearly all of it
+training (a 3D AP at Waymo's IoU thresholds needs boxes tight in size, heading and height, which the
+first hundred steps do not give): pretraining, then fine-tuning adapted and from scratch with the
+same number of steps. Every stage prints its wall time and CPU seconds, and the run starts with the
+load average, so a loaded machine can be told from a slow program.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from drivetl._io import atomic_write_text
+from drivetl.errors import ConfigError
+from drivetl.workflows import _demo_stages as s
+
+__all__ = ["STAGES", "DemoPlan", "DemoResult", "Stage", "plan_stages", "run_demo"]
+
+STAGES: tuple[str, ...] = ("source", "fleet", "pretrain", "adapt", "scratch", "evaluate")
+SEGMENT = 10  # frames per simulated street
+#: training steps at scale 1 (batch 4): about 0.25 s per pretraining step and 0.5 s per fine-tuning
+#: step of both runs together on a quiet two-core CPU, so about 8 minutes of the 10
+PRETRAIN_STEPS = 1000
+FINETUNE_STEPS = 400
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """Every size of a demo run. Frames are multiples of `SEGMENT` (one street each)."""
+
+    out: Path
+    seed: int = 0
+    scale: float = 1.0
+    source_frames: int = 60
+    fleet_train_frames: int = 60
+    fleet_val_frames: int = 10
+    fleet_test_frames: int = 40
+    labeled_fraction: float = 0.1
+    pretrain_steps: int = PRETRAIN_STEPS
+    finetune_steps: int = FINETUNE_STEPS
+    batch_size: int = 4
+    workers: int = 2
+
+    @staticmethod
+    def for_scale(out: str | Path, scale: float = 1.0, seed: int = 0, workers: int = 2) -> DemoPlan:
+        """The plan at `scale` (1: CPU-sized): frames and steps grow linearly, frames in whole streets."""
+        if not scale > 0:
+            raise ConfigError(f"--scale {scale}: use a positive number (1 = the CPU-sized demo)")
+
+        def frames(n: int) -> int:
+            return max(SEGMENT, int(round(n * scale / SEGMENT)) * SEGMENT)
+
+        return DemoPlan(
+            out=Path(out),
+            seed=seed,
+            scale=scale,
+            source_frames=frames(60),
+            fleet_train_frames=frames(60),
+            fleet_val_frames=frames(10),
+            fleet_test_frames=frames(40),
+            pretrain_steps=max(2, int(PRETRAIN_STEPS * scale)),
+            finetune_steps=max(2, int(FINETUNE_STEPS * scale)),
+            workers=workers,
+        )
+
+    @property
+    def fleet_frames(self) -> int:
+        """Fleet frames in all: train + val + test."""
+        return self.fleet_train_frames + self.fleet_val_frames + self.fleet_test_frames
+
+    @property
+    def labeled_frames(self) -> int:
+        """Labeled fleet training frames (`labeled_fraction` of them, at least one)."""
+        return max(1, math.ceil(self.fleet_train_frames * self.labeled_fraction))
+
+    def path(self, *parts: str) -> Path:
+        """A path under the demo folder."""
+        return self.out.joinpath(*parts)
+
+    def params(self, stage: str) -> dict[str, Any]:
+        """What a stage's outputs depend on (its record; a change reruns the stage)."""
+        d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        d.pop("out")
+        d.pop("workers")
+        keep = {
+            "source": ("seed", "source_frames"),
+            "fleet": ("seed", "fleet_train_frames", "fleet_val_frames", "fleet_test_frames"),
+            "pretrain": ("seed", "source_frames", "pretrain_steps", "batch_size"),
+            "adapt": (
+                "seed",
+                "source_frames",
+                "pretrain_steps",
+                "fleet_train_frames",
+                "fleet_val_frames",
+                "labeled_fraction",
+                "finetune_steps",
+                "batch_size",
+            ),
+        }
+        keep["scratch"] = keep["adapt"]
+        keep["evaluate"] = (*keep["adapt"], "fleet_test_frames")
+        return {k: d[k] for k in keep[stage]}
+
+
+@dataclass
+class Stage:
+    """One step of the demo: `run()` makes `outputs`; `done` when its record matches the plan."""
+
+    name: str
+    title: str
+    outputs: tuple[Path, ...]
+    run: Callable[[], Any]
+    record: Path
+    params: dict[str, Any]
+    complete: Callable[[], bool] | None = None
+
+    @property
+    def done(self) -> bool:
+        """True when the outputs exist (and are complete) and the record's parameters match the plan."""
+        if not self.record.is_file() or not all(p.exists() for p in self.outputs):
+            return False
+        if self.complete is not None and not self.complete():
+            return False
+        try:
+            return json.loads(self.record.read_text()).get("params") == self.params
+        except (OSError, ValueError):
+            return False
+
+
+@dataclass
+class DemoResult:
+    """The comparison table, the report folder, wall seconds per stage (None: skipped), total wall
+    seconds, the results, CPU seconds per stage (None: skipped) and the load average at the start."""
+
+    table: str
+    report: Path
+    seconds: dict[str, float | None]
+    wall: float
+    results: dict[str, Any]
+    cpu_seconds: dict[str, float | None] = field(default_factory=dict)
+    load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children (data and simulation
+    workers). Unlike wall time it hardly depends on what else the machine runs."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def load_average() -> tuple[float, float, float]:
+    """The machine's 1, 5 and 15 minute load averages ((0, 0, 0) where the system does not say)."""
+    try:
+        return tuple(round(x, 2) for x in os.getloadavg())  # type: ignore[return-value]
+    except OSError:
+        return (0.0, 0.0, 0.0)
+
+
+def plan_stages(
+    plan: DemoPlan, simulate: Callable[..., list[str]] | None = None, log: Callable[[str], Any] = print
+) -> list[Stage]:
+    """The demo's stages in order (nothing runs here).
+
+    simulate(rig, frames, out, format, seed, workers, progress) -> summary lines: renders a data
+    set (default: `drivetl.sim`'s dataset simulation, `_demo_stages.simulate`)."""
+
+    def sim(*args: Any) -> list[str]:
+        return (simulate or s.simulate)(*args)
+
+    p = plan.path
+    runs = {
+        "source": (
+            "simulate the Waymo-format source set",
+            (p("source"),),
+            lambda: s.simulate_source(plan, sim, log),
+        ),
+        "fleet": (
+            "simulate the fleet set (team format, train/val/test)",
+            (p("fleet", "splits", "test.txt"),),
+            lambda: s.simulate_fleet(plan, sim, log),
+        ),
+        "pretrain": ("pretrain on the source set", (s.pretrained_ckpt(plan),), lambda: s.pretrain(plan, log)),
+        "adapt": (
+            "fine-tune LoRA adapters on the labeled fleet frames",
+            (p("runs", "adapt", "adapters.safetensors"),),
+            lambda: s.finetune(plan, "adapt", log),
+        ),
+        "scratch": (
+            "train from scratch on the same labeled frames",
+            (p("runs", "scratch", "finetuned.ckpt"),),
+            lambda: s.finetune(plan, "scratch", log),
+        ),
+        "evaluate": (
+            "evaluate scratch, source-only and adapted on the fleet test split",
+            (p("report", "metrics.json"), p("report", "report.md")),
+            lambda: s.evaluate(plan, log),
+        ),
+    }
+    stages = [
+        Stage(name, title, outs, fn, p("stages", f"{name}.json"), plan.params(name))
+        for name, (title, outs, fn) in runs.items()
+    ]
+    stages[0].complete = lambda: s.source_complete(plan)
+    return stages
+
+
+def run_demo(
+    plan: DemoPlan,
+    simulate: Callable[..., list[str]] | None = None,
+    log: Callable[[str], Any] = print,
+    force: bool = False,
+    until: str | None = None,
+) -> DemoResult:
+    """Run the stages not yet done (all with `force`), up to and including `until`; `simulate` as
+    in `plan_stages`."""
+    if until is not None and until not in STAGES:
+        raise ConfigError(f"--until {until!r}: choose one of {', '.join(STAGES)}")
+    plan.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    seconds: dict[str, float | None] = {}
+    cpu: dict[str, float | None] = {}
+    load = load_average()
+    log(
+        f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1/5/15 min) on {os.cpu_count()} "
+        "CPUs; wall times stretch with the load, CPU seconds hardly do"
+    )
+    stages = plan_stages(plan, simulate, log)
+    for i, stage in enumerate(stages, 1):
+        head = f"[{i}/{len(stages)}] {stage.name}: {stage.title}"
+        if stage.done and not force:
+            log(f"{head} — done already, skipped")
+            seconds[stage.name] = cpu[stage.name] = None
+        else:
+            log(f"{head} ...")
+            t, c = time.perf_counter(), cpu_seconds()
+            stage.run()
+            seconds[stage.name] = round(time.perf_counter() - t, 1)
+            cpu[stage.name] = round(cpu_seconds() - c, 1)
+            record = {"params": stage.params, "seconds": seconds[stage.name], "cpu_seconds": cpu[stage.name]}
+            atomic_write_text(stage.record, json.dumps(record, indent=1) + "\n")
+            log(
+                f"{head} — {seconds[stage.name]:.0f} s wall, {cpu[stage.name]:.0f} CPU s "
+                f"(total {time.perf_counter() - t0:.0f} s, load {load_average()[0]:.2f})"
+            )
+        if stage.name == until:
+            break
+    wall = time.perf_counter() - t0
+    report = plan.path("report")
+    table, results = "", {}
+    if (report / "metrics.json").is_file():
+        table, results = s.summary_table(report)
+    return DemoResult(
+        table=table,
+        report=report / "report.md",
+        seconds=seconds,
+        wall=wall,
+        results=results,
+        cpu_seconds=cpu,
+        load_average=load,
+    )

@@ -1,0 +1,280 @@
+"""Run a detector on new frames and write detection files (`drivetl predict`).
+
+``predict("adapters.safetensors@pretrained.ckpt", "drive_0042/", "preds/")`` (or ``onnx="model.onnx"``
+instead of a checkpoint) streams the frames of any source evaluate reads (a team folder or one of
+its splits, Waymo TFRecords, the training cache) through the sample pipeline of training, in
+batches, so memory stays bounded by one batch; decodes boxes; and writes one JSON per frame in the
+team label schema (`drivetl.workflows._predictions`), plus bird's-eye and camera renders of a few
+frames and a self-contained report.html.
+
+Resumable: a frame whose file exists is skipped; the manifest (``predict.json``) records the model's
+sha256 and the score threshold, and a rerun into the same folder with another model or threshold
+stops with an error instead of mixing two models' files. Frames per second are measured over the
+frames this run predicted (reading, canonicalization, network and decoding included).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from drivetl._io import atomic_write_text
+from drivetl.data.dataset import BatchSpec, Collate, FrameDataset, FrameSet
+from drivetl.errors import ConfigError, DataError
+from drivetl.models import decode
+from drivetl.workflows._evaluate_load import ModelSpec, canonical_classes, load_model
+from drivetl.workflows._evaluate_run import EvalData, open_eval_data
+from drivetl.workflows._predictions import (
+    FORMAT,
+    MANIFEST,
+    frame_document,
+    frame_path,
+    read_manifest,
+    write_frame,
+)
+
+__all__ = ["PredictSummary", "predict"]
+
+
+@dataclass
+class PredictSummary:
+    """What `predict` did: frames predicted now, skipped (already there), detections, speed, files."""
+
+    out: Path
+    predicted: int = 0
+    skipped: int = 0
+    detections: int = 0
+    per_class: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    renders: list[tuple[str, Path]] = field(default_factory=list)
+    report: Path | None = None
+
+    @property
+    def frames_per_second(self) -> float:
+        """Frames predicted per second of this run (nan when none was predicted)."""
+        return self.predicted / self.seconds if self.predicted and self.seconds > 0 else float("nan")
+
+
+class _TorchPredictor:
+    """A checkpoint (or adapters on their base) run in torch."""
+
+    def __init__(self, spec: ModelSpec, device: str):
+        from drivetl.workflows.export_onnx import file_sha256
+
+        self.loaded = load_model(spec)
+        self.model = self.loaded.model.to(device).eval()
+        self.device = device
+        files = [spec.path] + ([Path(self.loaded.meta["base"])] if self.loaded.kind == "adapters" else [])
+        self.sha256 = file_sha256([f for f in files if f.is_file()])
+        self.name, self.source = self.loaded.name, self.loaded.source
+        self.classes, self.canonical = self.loaded.classes, self.loaded.canonical
+        self.columns, self.spec = self.loaded.columns, self.loaded.batch_spec
+        self.point_range = self.loaded.point_range
+        self.geometry = self.model.geometry
+        self.coding = self.model.head.coding
+
+    def maps(self, samples, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        from drivetl.models.adapters import adapted_forward
+
+        out = adapted_forward(self.model, batch.to(self.device))
+        return out.heatmap, out.regression
+
+
+class _OnnxPredictor:
+    """An exported model run with onnxruntime, one frame at a time."""
+
+    def __init__(self, path: Path):
+        from drivetl.models.heads import BEVGeometry, BoxCoding
+        from drivetl.workflows._onnx_runner import OnnxDetector
+        from drivetl.workflows.export_onnx import file_sha256
+
+        self.detector = OnnxDetector(path)
+        meta = self.detector.meta
+        self.sha256 = file_sha256([path])
+        self.name, self.source = path.stem, str(path)
+        self.classes = self.detector.classes
+        self.canonical = canonical_classes(self.classes)
+        self.columns = self.detector.columns
+        self.spec = BatchSpec(columns=self.columns, classes=self.classes)
+        self.point_range = tuple(meta["grid"]["point_range"])
+        g = self.detector.geometry
+        self.geometry = BEVGeometry(
+            g["x_min"], g["y_min"], g["cell_x"], g["cell_y"], int(g["height"]), int(g["width"])
+        )
+        self.coding = BoxCoding.from_dict((meta.get("postprocess") or {}).get("coding"))
+
+    def maps(self, samples, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        heats, regs = [], []
+        for s in samples:
+            h, r = self.detector.maps(s.points, s.columns)
+            heats.append(h)
+            regs.append(r)
+        return torch.from_numpy(np.concatenate(heats)), torch.from_numpy(np.concatenate(regs))
+
+
+def _manifest(pred, data: EvalData, score_threshold: float) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "model": {
+            "name": pred.name,
+            "source": pred.source,
+            "sha256": pred.sha256,
+            "classes": [c or h for c, h in zip(pred.canonical, pred.classes, strict=True)],
+            "columns": list(pred.columns),
+            "point_range": [float(v) for v in pred.point_range],
+        },
+        "data": {"root": str(data.root), "format": data.format, "split": data.split, "frames": len(data)},
+        "score_threshold": float(score_threshold),
+    }
+
+
+def _check_resume(out: Path, manifest: dict[str, Any], overwrite: bool) -> None:
+    old = read_manifest(out)
+    if old is None or overwrite:
+        return
+    same_model = old.get("model", {}).get("sha256") == manifest["model"]["sha256"]
+    same_threshold = old.get("score_threshold") == manifest["score_threshold"]
+    if not (same_model and same_threshold):
+        what = "another model" if not same_model else f"score threshold {old.get('score_threshold')}"
+        raise DataError(
+            f"{out / MANIFEST}: this folder holds predictions of {what}; pass a new --out, the same "
+            "model and threshold to resume, or --overwrite"
+        )
+
+
+def predict(
+    model: str | ModelSpec | None,
+    data: str | Path | EvalData,
+    out: str | Path,
+    *,
+    onnx: str | Path | None = None,
+    split: str | None = None,
+    data_format: str = "auto",
+    max_frames: int | None = None,
+    score_threshold: float = 0.05,
+    render: int = 3,
+    render_score: float = 0.3,
+    batch_size: int = 4,
+    device: str = "cpu",
+    workers: int = 0,
+    overwrite: bool = False,
+    html: bool = True,
+    log: Callable[[str], Any] | None = print,
+    progress: Callable[[int, int], Any] | None = None,
+) -> PredictSummary:
+    """Predict every frame of `data` into `out` (see the module docstring); returns the summary.
+
+    model: ``CKPT`` or ``ADAPTERS@BASE`` (or a `ModelSpec`); onnx: an exported model instead.
+    score_threshold: boxes under it are not written (the same default as evaluate's decoding, so
+    `drivetl evaluate --predictions` reproduces the checkpoint's AP; raise it for pseudo-labels).
+    render: frames drawn (bird's-eye view, and camera views when the data has images).
+    progress(done, total): called after each batch.
+    """
+    log = log or (lambda _msg: None)
+    if (model is None) == (onnx is None):
+        raise ConfigError("predict: give either --ckpt or --onnx")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size}: use at least 1")
+    out = Path(out)
+    ds = data if isinstance(data, EvalData) else open_eval_data(data, data_format, split, max_frames)
+    if onnx is not None:
+        pred: Any = _OnnxPredictor(Path(onnx))
+    else:
+        pred = _TorchPredictor(ModelSpec.parse(model) if isinstance(model, str) else model, device)
+    manifest = _manifest(pred, ds, score_threshold)
+    _check_resume(out, manifest, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / MANIFEST, _json(manifest))
+    summary = PredictSummary(out)
+
+    # which frames still need a file (a resumed run reads each record's key cheaply from its source)
+    keys = _keys(ds)
+    todo = [pos for pos, key in enumerate(keys) if overwrite or not frame_path(out, key).is_file()]
+    summary.skipped = len(ds) - len(todo)
+    if summary.skipped:
+        log(f"resuming: {summary.skipped} of {len(ds)} frames already predicted")
+    picks = set(_spread(len(ds), render))
+    loader = torch.utils.data.DataLoader(
+        FrameDataset([FrameSet(ds.source, [ds.indices[p] for p in todo])], pred.spec),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=Collate(pred.spec, with_samples=True),
+    )
+    t0 = time.perf_counter()
+    done = 0
+    with torch.inference_mode():
+        for samples, batch in loader:
+            heat, reg = pred.maps(samples, batch)
+            dets = decode(heat, reg, pred.geometry, score_threshold=score_threshold, coding=pred.coding)
+            for s, d in zip(samples, dets, strict=True):
+                names = [pred.canonical[i] or pred.classes[i] for i in d.labels.tolist()]
+                boxes = d.boxes.double().cpu().numpy()
+                scores = d.scores.double().cpu().numpy()
+                write_frame(out, frame_document(s.key, boxes, scores, names, s.ground_z))
+                summary.detections += len(names)
+                for n in names:
+                    summary.per_class[n] = summary.per_class.get(n, 0) + 1
+                pos = todo[done]
+                done += 1
+                if pos in picks:
+                    summary.renders += _render_frame(out, ds, pos, s, boxes, scores, names, render_score)
+            if progress is not None:
+                progress(summary.skipped + done, len(ds))
+    summary.predicted = done
+    summary.seconds = time.perf_counter() - t0
+    manifest.update(
+        complete=True,
+        predicted=summary.predicted,
+        skipped=summary.skipped,
+        detections=summary.detections,
+        frames_per_second=None if not done else round(summary.frames_per_second, 3),
+    )
+    atomic_write_text(out / MANIFEST, _json(manifest))
+    if html:
+        from drivetl.workflows._html_report import predict_page
+
+        summary.report = predict_page(out, manifest, summary)
+    log(
+        f"predicted {summary.predicted} frames ({summary.skipped} already done), "
+        f"{summary.detections} boxes, {summary.frames_per_second:.2f} frames/s"
+    )
+    return summary
+
+
+def _json(doc: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(doc, indent=1) + "\n"
+
+
+def _keys(ds: EvalData) -> list:
+    """The frame key of every frame of `ds`, without reading point clouds where the source allows."""
+    keys = getattr(ds.source, "keys", None)  # team folders and the training cache list their keys
+    if isinstance(keys, list | tuple):
+        return [keys[i] for i in ds.indices]
+    return [ds.source[i].key for i in ds.indices]
+
+
+def _spread(n: int, count: int) -> list[int]:
+    if count <= 0 or n == 0:
+        return []
+    return sorted({int(round(x)) for x in np.linspace(0, n - 1, min(count, n))})
+
+
+def _render_frame(out, ds, pos, sample, boxes, scores, names, score) -> list[tuple[str, Path]]:
+    from drivetl.data.canonicalize import canonicalize
+    from drivetl.eval import Detections
+    from drivetl.workflows._renders import render_bev, render_cameras
+
+    det = Detections(boxes, scores, tuple(names))
+    full = canonicalize(ds.source[ds.indices[pos]], decode_images=True)
+    shown = [(f"{sample.key} bird's-eye view", render_bev(out / "renders", full, det, score, None))]
+    shown += render_cameras(out / "renders", full, det, score)
+    return shown

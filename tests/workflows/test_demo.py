@@ -1,0 +1,130 @@
+"""`drivetl demo`: stage planning and skipping (fast, with stand-in stages), and a tiny real run (slow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from drivetl.errors import ConfigError
+from drivetl.workflows import _demo_stages
+from drivetl.workflows.demo import STAGES, DemoPlan, plan_stages, run_demo
+
+
+def test_plan_scales_frames_and_steps() -> None:
+    small, big = DemoPlan.for_scale("x", 1.0), DemoPlan.for_scale("x", 4.0)
+    assert small.source_frames % 10 == 0 and small.fleet_frames == 110 and small.labeled_frames == 6
+    assert big.source_frames == 4 * small.source_frames and big.pretrain_steps == 4 * small.pretrain_steps
+    tiny = DemoPlan.for_scale("x", 0.01)
+    assert tiny.source_frames == 10 and tiny.fleet_test_frames == 10 and tiny.pretrain_steps >= 2
+    with pytest.raises(ConfigError, match="--scale"):
+        DemoPlan.for_scale("x", 0)
+    assert [s.name for s in plan_stages(small)] == list(STAGES)
+    # a stage's record depends on what its outputs depend on, not on unrelated knobs
+    assert small.params("source") == DemoPlan.for_scale("x", 1.0, workers=7).params("source")
+    assert small.params("pretrain") != big.params("pretrain")
+    assert small.params("fleet") == DemoPlan(Path("x"), pretrain_steps=1).params("fleet")
+
+
+def _stand_ins(monkeypatch, calls: list[str]) -> None:
+    """Replace every stage body by one that writes its outputs (the file names the real ones write)."""
+
+    def touch(*paths: Path) -> None:
+        for p in paths:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text("x")
+
+    def metrics(plan, log):
+        calls.append("evaluate")
+        from drivetl.eval import DetectionEvaluator, EvalConfig
+
+        res = DetectionEvaluator(EvalConfig(classes=("vehicle",))).compute().to_dict()
+        doc = {"models": [{"name": n, "result": res} for n in _demo_stages.MODELS]}
+        touch(plan.path("report", "report.md"))
+        plan.path("report", "metrics.json").write_text(json.dumps(doc))
+
+    def source(plan, simulate, log):
+        calls.append("source")
+        touch(*[plan.path("source", f"s{i}.tfrecord") for i in range(plan.source_frames // 10)])
+
+    monkeypatch.setattr(_demo_stages, "simulate_source", source)
+    monkeypatch.setattr(
+        _demo_stages,
+        "simulate_fleet",
+        lambda plan, sim, log: (calls.append("fleet"), touch(plan.path("fleet", "splits", "test.txt"))),
+    )
+    monkeypatch.setattr(
+        _demo_stages,
+        "pretrain",
+        lambda plan, log: (calls.append("pretrain"), touch(_demo_stages.pretrained_ckpt(plan))),
+    )
+
+    def finetune(plan, kind, log):
+        calls.append(kind)
+        touch(plan.path("runs", kind, "adapters.safetensors"), plan.path("runs", kind, "finetuned.ckpt"))
+
+    monkeypatch.setattr(_demo_stages, "finetune", finetune)
+    monkeypatch.setattr(_demo_stages, "evaluate", metrics)
+
+
+def test_stages_skip_when_done_and_rerun_when_the_plan_changes(tmp_path, monkeypatch) -> None:
+    calls: list[str] = []
+    _stand_ins(monkeypatch, calls)
+    plan = DemoPlan.for_scale(tmp_path / "demo", 1.0)
+    lines: list[str] = []
+    first = run_demo(plan, log=lines.append, until="pretrain")
+    assert calls == ["source", "fleet", "pretrain"] and set(first.seconds) == {"source", "fleet", "pretrain"}
+    assert json.loads((tmp_path / "demo" / "stages" / "pretrain.json").read_text())["params"] == plan.params(
+        "pretrain"
+    )
+    calls.clear()
+    result = run_demo(plan, log=lines.append)
+    assert calls == ["adapt", "scratch", "evaluate"]
+    assert result.seconds["source"] is None and "done already, skipped" in "\n".join(lines)
+    assert "| scratch |" in result.table and "| adapted |" in result.table
+    # a deleted output reruns its stage only; more fine-tuning steps rerun adapt, scratch and evaluate
+    calls.clear()
+    (tmp_path / "demo" / "source" / "s3.tfrecord").unlink()
+    run_demo(plan, log=lines.append)
+    assert calls == ["source"]
+    calls.clear()
+    run_demo(DemoPlan(plan.out, finetune_steps=plan.finetune_steps + 1), log=lines.append)
+    assert calls == ["adapt", "scratch", "evaluate"]
+    calls.clear()
+    run_demo(plan, log=lines.append, force=True, until="fleet")
+    assert calls == ["source", "fleet"]
+    with pytest.raises(ConfigError, match="--until"):
+        run_demo(plan, until="nothing")
+
+
+@pytest.mark.slow
+def test_tiny_demo_end_to_end(tmp_path) -> None:
+    from drivetl.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--scale", "0.05"]) == 0
+    doc = json.loads((out / "report" / "metrics.json").read_text())
+    assert [m["name"] for m in doc["models"]] == ["scratch", "source-only", "adapted"]
+    assert doc["data"]["split"] == "test" and doc["data"]["frames"] == 10
+    # The test frames hold labelled objects, so every model gets a number (None means no class had
+    # ground truth), and all three are judged on the same objects.
+    gt_counts = []
+    for m in doc["models"]:
+        result = m["result"]
+        assert result["num_frames"] == 10
+        for level in ("LEVEL_1", "LEVEL_2"):
+            value = result["summary"][level]["all"]["map"]
+            assert value is not None and 0.0 <= value <= 1.0, (m["name"], level, value)
+        entries = [e for e in result["entries"] if e["band"] == "all"]
+        gt_counts.append({(e["class"], e["level"]): e["num_gt"] for e in entries})
+    assert gt_counts[0] == gt_counts[1] == gt_counts[2]
+    assert gt_counts[0][("vehicle", "LEVEL_2")] > 0
+    assert (out / "report" / "pr_curves.png").is_file() and (
+        out / "runs" / "adapt" / "adapters.safetensors"
+    ).is_file()
+    # headline 3D IoU at Waymo's thresholds, then BEV IoU and centre distance of the same predictions
+    assert doc["models"][0]["result"]["config"]["matcher"] == "iou"
+    assert set(doc["other_matchers"]) == {"bev", "distance"}
+    assert set(doc["box_errors"]["adapted"]) == {"vehicle", "pedestrian"}
+    assert (out / "report" / "heading_errors.png").is_file()
