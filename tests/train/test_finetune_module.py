@@ -17,7 +17,7 @@ from drivetl.data.synthetic import synthetic_sample
 from drivetl.errors import CheckpointError, ConfigError
 from drivetl.models._keys import KeyRouted
 from drivetl.models.adapters import build_adapted, load_finetuned, save_adapters
-from drivetl.models.heads import BEVGeometry
+from drivetl.models.heads import BEVGeometry, BoxCoding
 from drivetl.train._finetune_select import heatmap_entropy, pseudo_label_batch
 from drivetl.train.finetune import FinetuneModule
 from drivetl.train.pretrain import PretrainModule
@@ -248,6 +248,7 @@ def test_pseudo_labels_and_entropy() -> None:
 
     class Out:
         heatmap, regression, geometry = heat, reg, geo
+        coding = BoxCoding()  # plain sizes, sin/cos heading
 
     b = batch()
     pseudo = pseudo_label_batch(b, Out, threshold=0.5)
