@@ -33,7 +33,7 @@ from drivetl.data.formats.team._layout import (
     read_splits,
 )
 from drivetl.data.records import Boxes, CameraImage, FrameKey, FrameRecord, LidarPoints
-from drivetl.errors import DataError, RigError
+from drivetl.errors import DataError, RigError, short_repr
 
 if TYPE_CHECKING:
     from drivetl.calib import SensorRig
@@ -187,6 +187,7 @@ class TeamReader:
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"{self.root}: team-format folder not found")
+        self._resolved_root = self.root.resolve()
         if rig is None:
             from drivetl.calib import load_rig
 
@@ -248,15 +249,19 @@ class TeamReader:
         pose = doc.get("world_from_vehicle")
         try:
             pose = np.eye(4) if pose is None else np.asarray(pose, dtype=np.float64).reshape(4, 4)
-        except ValueError as exc:
-            raise DataError(f"{rel}: world_from_vehicle must be a 4x4 matrix") from exc
+        except (ValueError, TypeError):
+            raise DataError(f"{rel}: world_from_vehicle must be a 4x4 matrix of numbers") from None
+        if not np.isfinite(pose).all():
+            raise DataError(
+                f"{rel}: world_from_vehicle has NaN or inf entries; write the frame's pose or omit it"
+            )
         return FrameRecord(key, self.rig, lidars, cameras, boxes, pose)
 
     def _read_lidar(self, name: str, spec: Mapping, rel: Path) -> LidarPoints:
         if not isinstance(spec, Mapping) or "file" not in spec:
             raise DataError(f"{rel}: lidars.{name} needs a 'file' entry")
         self._sensor_lookup("lidar", name, rel)
-        file = self.root / spec["file"]
+        file = self._data_file(spec["file"], rel, f"lidars.{name}")
         columns = spec.get("columns") or self.format.bin_columns
         pts, cols = read_points(file, columns=columns, dtype=self.format.bin_dtype)
         if "intensity" not in cols:
@@ -273,13 +278,33 @@ class TeamReader:
         if not isinstance(spec, Mapping) or "file" not in spec:
             raise DataError(f"{rel}: cameras.{name} needs a 'file' entry")
         self._sensor_lookup("camera", name, rel)
-        file = self.root / spec["file"]
+        file = self._data_file(spec["file"], rel, f"cameras.{name}")
         if not file.is_file():
             raise DataError(f"{file}: camera image referenced by {rel} not found")
         suffix = file.suffix.lower()
         if suffix not in (".jpg", ".jpeg", ".png"):
             raise DataError(f"{file}: camera images must be .jpg or .png")
         return CameraImage(name, file.read_bytes(), "png" if suffix == ".png" else "jpeg")
+
+    def _data_file(self, value: Any, rel: Path, what: str) -> Path:
+        """The file a frame names, which must stay inside the folder: relative, no '..', no link out."""
+        if not isinstance(value, str) or not value:
+            raise DataError(
+                f"{rel}: {what}.file must be a path relative to the folder, got {short_repr(value)}"
+            )
+        parts = Path(value).parts
+        if Path(value).is_absolute() or ".." in parts or "\\" in value:
+            raise DataError(
+                f"{rel}: {what}.file {short_repr(value)} points outside the data folder; name files "
+                "relative to the folder, without '..' (e.g. lidar/SEGMENT/TIMESTAMP.pcd)"
+            )
+        file = self.root / value
+        if not file.resolve().is_relative_to(self._resolved_root):
+            raise DataError(
+                f"{rel}: {what}.file {short_repr(value)} resolves outside the data folder (a symbolic link "
+                "out of it); copy the file into the folder"
+            )
+        return file
 
     def _sensor_lookup(self, kind: str, name: str, rel: Path):
         try:
