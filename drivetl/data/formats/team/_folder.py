@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 
 from drivetl._io import atomic_write_bytes, atomic_write_text
+from drivetl.data.formats._paths import contained_path
 from drivetl.data.formats.pointfile import SUFFIXES, read_points, write_points
 from drivetl.data.formats.team._layout import (
     TeamFormat,
@@ -33,7 +34,7 @@ from drivetl.data.formats.team._layout import (
     read_splits,
 )
 from drivetl.data.records import Boxes, CameraImage, FrameKey, FrameRecord, LidarPoints
-from drivetl.errors import DataError, RigError, short_repr
+from drivetl.errors import DataError, RigError
 
 if TYPE_CHECKING:
     from drivetl.calib import SensorRig
@@ -187,7 +188,6 @@ class TeamReader:
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"{self.root}: team-format folder not found")
-        self._resolved_root = self.root.resolve()
         if rig is None:
             from drivetl.calib import load_rig
 
@@ -261,7 +261,7 @@ class TeamReader:
         if not isinstance(spec, Mapping) or "file" not in spec:
             raise DataError(f"{rel}: lidars.{name} needs a 'file' entry")
         self._sensor_lookup("lidar", name, rel)
-        file = self._data_file(spec["file"], rel, f"lidars.{name}")
+        file = contained_path(self.root, spec["file"], str(rel), f"lidars.{name}.file")
         columns = spec.get("columns") or self.format.bin_columns
         pts, cols = read_points(file, columns=columns, dtype=self.format.bin_dtype)
         if "intensity" not in cols:
@@ -278,33 +278,13 @@ class TeamReader:
         if not isinstance(spec, Mapping) or "file" not in spec:
             raise DataError(f"{rel}: cameras.{name} needs a 'file' entry")
         self._sensor_lookup("camera", name, rel)
-        file = self._data_file(spec["file"], rel, f"cameras.{name}")
+        file = contained_path(self.root, spec["file"], str(rel), f"cameras.{name}.file")
         if not file.is_file():
             raise DataError(f"{file}: camera image referenced by {rel} not found")
         suffix = file.suffix.lower()
         if suffix not in (".jpg", ".jpeg", ".png"):
             raise DataError(f"{file}: camera images must be .jpg or .png")
         return CameraImage(name, file.read_bytes(), "png" if suffix == ".png" else "jpeg")
-
-    def _data_file(self, value: Any, rel: Path, what: str) -> Path:
-        """The file a frame names, which must stay inside the folder: relative, no '..', no link out."""
-        if not isinstance(value, str) or not value:
-            raise DataError(
-                f"{rel}: {what}.file must be a path relative to the folder, got {short_repr(value)}"
-            )
-        parts = Path(value).parts
-        if Path(value).is_absolute() or ".." in parts or "\\" in value:
-            raise DataError(
-                f"{rel}: {what}.file {short_repr(value)} points outside the data folder; name files "
-                "relative to the folder, without '..' (e.g. lidar/SEGMENT/TIMESTAMP.pcd)"
-            )
-        file = self.root / value
-        if not file.resolve().is_relative_to(self._resolved_root):
-            raise DataError(
-                f"{rel}: {what}.file {short_repr(value)} resolves outside the data folder (a symbolic link "
-                "out of it); copy the file into the folder"
-            )
-        return file
 
     def _sensor_lookup(self, kind: str, name: str, rel: Path):
         try:
