@@ -112,3 +112,23 @@ def read_yaml(text: str, where: str, error: type[DrivetlError], max_values: int 
 
     count(data)
     return data
+
+
+def check_writable(path: str | os.PathLike, what: str = "output") -> None:
+    """Raise OutputError unless `path` (a folder or a file, existing or not) can be written.
+
+    Checked before a command starts its work, so a long run never ends at a folder it cannot write:
+    the nearest existing ancestor must be a writable folder (a file in the way of a folder is named).
+    """
+    from drivetl.errors import OutputError
+
+    p = Path(path)
+    probe = p if p.is_dir() else p.parent
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise OutputError(f"{probe}: a file is in the way of the {what} {p}; choose another path")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"{probe}: not writable, so the {what} {p} cannot be written; fix its permissions")

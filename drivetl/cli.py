@@ -14,7 +14,8 @@ import sys
 from collections.abc import Sequence
 
 from drivetl import __version__
-from drivetl.errors import DrivetlError
+from drivetl._io import check_writable
+from drivetl.errors import DrivetlError, one_line
 
 # (name, module, one-line help)
 _COMMANDS: tuple[tuple[str, str, str], ...] = (
@@ -61,13 +62,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        out = _output_of(args)
+        if out is not None:
+            check_writable(out)
         return int(args._run(args) or 0)
     except DrivetlError as exc:
-        print(f"drivetl {args.command}: error: {exc}", file=sys.stderr)
+        print(f"drivetl {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a disk full or a path that went away mid-run: one line, not a traceback
+        where = exc.filename or "?"
+        print(f"drivetl {args.command}: error: {where}: {exc.strerror or exc}; check the path, its "
+              "permissions and the free space", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"drivetl {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _output_of(args: argparse.Namespace) -> str | None:
+    """The output path a command names (``--out``/``OUT``, or convert's last path), if any."""
+    if getattr(args, "command", None) == "convert" and getattr(args, "paths", None):
+        return args.paths[-1]
+    out = getattr(args, "out", None)
+    return None if out is None else str(out)
 
 
 if __name__ == "__main__":

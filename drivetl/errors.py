@@ -31,8 +31,27 @@ class CheckpointError(DrivetlError, ValueError):
     """A checkpoint does not fit the model it is loaded into."""
 
 
+class OutputError(DrivetlError, OSError):
+    """An output path cannot be written (permissions, a file in the way, a full disk)."""
+
+
 class BackendUnavailableError(DrivetlError, RuntimeError):
     """An explicitly requested kernel backend cannot be built or loaded on this machine."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The user-facing message of `exc`: for an error re-raised from a DataLoader worker (whose
+    message is the worker's whole traceback), the original error's own message."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return text
+    lines = text.rstrip().splitlines()
+    for k in range(len(lines) - 1, -1, -1):
+        head, sep, rest = lines[k].partition(": ")
+        if sep and head.startswith("drivetl.errors."):
+            message = " ".join([rest, *(line.strip() for line in lines[k + 1 :])]).strip()
+            return f"{message} (in a data-loading worker)"
+    return lines[-1]
 
 
 def short_repr(value: Any, limit: int = 80) -> str:

@@ -283,7 +283,10 @@ def canonicalize(
     images = {}
     if decode_images:
         known = {cam.name for cam in rig.cameras}
-        images = {name: img.decode() for name, img in record.cameras.items() if name in known}
+        try:
+            images = {name: img.decode() for name, img in record.cameras.items() if name in known}
+        except DataError as exc:
+            raise DataError(f"frame {record.key}: {exc}") from None
     if report is not None:
         report.update(info)
     return Sample(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from drivetl.calib.rig_vector import RIG_VECTOR_DIM
+from drivetl.errors import DataError
 
 if TYPE_CHECKING:
     from drivetl.calib import SensorRig
@@ -87,18 +88,26 @@ class CameraImage:
     encoding: Literal["jpeg", "png"] = "jpeg"
 
     def decode(self) -> np.ndarray:
-        """(H, W, 3) uint8 RGB."""
+        """(H, W, 3) uint8 RGB; DataError (naming the camera) for bytes that are no decodable image."""
         from PIL import Image
 
-        with Image.open(io.BytesIO(self.data)) as im:
-            return np.asarray(im.convert("RGB"))
+        try:
+            with Image.open(io.BytesIO(self.data)) as im:
+                return np.asarray(im.convert("RGB"))
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise DataError(f"camera {self.sensor}: undecodable {self.encoding} image ({exc})") from None
 
     def size(self) -> tuple[int, int]:
         """(width, height) read from the encoded header, without decoding the pixels."""
         from PIL import Image
 
-        with Image.open(io.BytesIO(self.data)) as im:
-            return int(im.width), int(im.height)
+        try:
+            with Image.open(io.BytesIO(self.data)) as im:
+                return int(im.width), int(im.height)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise DataError(
+                f"camera {self.sensor}: unreadable {self.encoding} image header ({exc})"
+            ) from None
 
 
 @dataclass(frozen=True, eq=False)

@@ -117,3 +117,20 @@ def test_unmapped_ontology_class(real_data):
         DataError, match=r"LIDAR/\d+\.json: annotations\[61\]: class 'Bus/RV/Caravan' has no mapping"
     ):
         scene.read(scene.samples()[0])
+
+
+def test_scene_file_names_stay_inside_the_scene(real_data, tmp_path):
+    src = tmp_path / "scene"
+    shutil.copytree(real_data / "tri_dgp_scene_01", src)
+    scene_json = next(p for p in src.rglob("scene*.json"))
+    text = scene_json.read_text()
+    doc = json.loads(text)
+    datum = next(d for d in doc["data"] if "point_cloud" in d["datum"])
+    original = datum["datum"]["point_cloud"]["filename"]
+    outside = tmp_path / "outside.npz"
+    shutil.copy(src / original, outside)
+    datum["datum"]["point_cloud"]["filename"] = "../outside.npz"
+    scene_json.write_text(json.dumps(doc))
+    assert (src / "../outside.npz").resolve() == outside.resolve()  # the path would reach a real file
+    with pytest.raises(DataError, match=r"point_cloud\.filename '\.\./outside\.npz' points outside"):
+        import_dgp(src, tmp_path / "out")

@@ -131,3 +131,48 @@ def test_writer_rejects_what_waymo_cannot_hold(tmp_path, small) -> None:
         build_frame(dataclasses.replace(record, boxes=boxes), range_images)
     with pytest.raises(ValueError, match="per-pixel pose for the TOP laser only"):
         RangeImageData("FRONT", range_images["FRONT"].range_image, np.zeros((6, 24, 6), np.float32))
+
+
+def test_index_checks_framing_and_first_frame_at_start_up(tmp_path, small) -> None:
+    """The random-access index (what training and evaluation read through) walks headers with the
+    length CRC and a bound, and parses the first record, so bad files fail before any worker starts."""
+    import os
+    import struct
+
+    from drivetl.data.formats.waymo import WaymoRecordIndex
+
+    good = _good_bytes(small)
+    ok = _write(tmp_path / "ok.tfrecord", [good, good])
+    index = WaymoRecordIndex([ok])
+    assert len(index) == 2 and len(index[1].lidars) > 0
+    # a 1 TB length field: refused by the length CRC before anything is allocated or sought
+    huge = tmp_path / "huge.tfrecord"
+    huge.write_bytes(struct.pack("<QI", 1 << 40, 0) + b"\0" * 64)
+    with pytest.raises(DataError, match=r"huge\.tfrecord: record 0 at byte offset 0: length CRC mismatch"):
+        WaymoRecordIndex([huge])
+    # random bytes
+    noise = tmp_path / "noise.tfrecord"
+    noise.write_bytes(os.urandom(4096))
+    with pytest.raises(DataError, match=r"noise\.tfrecord: record 0 .*length CRC mismatch"):
+        WaymoRecordIndex([noise])
+    # a truncated last record is found by the header walk
+    cut = tmp_path / "cut.tfrecord"
+    cut.write_bytes(ok.read_bytes()[:-100])
+    message = rf"cut\.tfrecord: record 1 at byte offset {16 + len(good)}: truncated"
+    with pytest.raises(DataError, match=message):
+        WaymoRecordIndex([cut])
+    # framed correctly, but not a Frame: caught at start-up by parsing the first record
+    junk = _write(tmp_path / "junk.tfrecord", [b"\x08\x01hello", good])
+    with pytest.raises(DataError, match=r"junk\.tfrecord: record 0 at byte offset 0"):
+        WaymoRecordIndex([junk])
+
+
+def test_empty_file_is_an_error(tmp_path) -> None:
+    from drivetl.data.formats.waymo import WaymoRecordIndex
+
+    empty = tmp_path / "empty.tfrecord"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty\.tfrecord: empty file"):
+        list(WaymoV1Reader(empty))
+    with pytest.raises(DataError, match=r"empty\.tfrecord: no records"):
+        WaymoRecordIndex([empty])

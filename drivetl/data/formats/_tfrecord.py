@@ -75,45 +75,95 @@ class TFRecordReader:
         with open(self.path, "rb") as f:
             yield from self._records(f)
 
+    def _header(self, f: BinaryIO, index: int, offset: int) -> int | None:
+        """The data length of the record whose header starts at `offset` (`f` positioned there).
+
+        None at a clean end of file, or after a damaged header when skipping corrupt records.
+        The length CRC is always checked and the length bounded before anything is allocated.
+        """
+        header = f.read(12)
+        if not header:
+            return None
+        if len(header) < 12:
+            self._fail(index, offset, f"truncated header ({len(header)} of 12 bytes)")
+            return None
+        length_bytes = header[:8]
+        (length,) = _LEN.unpack(length_bytes)
+        (length_crc,) = _CRC.unpack_from(header, 8)
+        if masked_crc32c(length_bytes) != length_crc:
+            self._fail(index, offset, "length CRC mismatch (not a TFRecord file, or a damaged header)")
+            return None
+        if length > MAX_RECORD_BYTES:
+            self._fail(index, offset, f"implausible record length {length}")
+            return None
+        return length
+
+    def _body(self, f: BinaryIO, index: int, offset: int, length: int) -> bytes | None:
+        """The record's data after its header, CRC-checked; None when skipped."""
+        data = f.read(length)
+        footer = f.read(4)
+        if len(data) < length or len(footer) < 4:
+            self._fail(
+                index,
+                offset,
+                f"truncated record (expected {length} data bytes + 4 CRC bytes, file ends after "
+                f"{len(data) + len(footer)})",
+            )
+            return None
+        if self.check_crc and masked_crc32c(data) != _CRC.unpack(footer)[0]:
+            self._fail(index, offset, "data CRC mismatch")
+            return None
+        return data
+
     def _records(self, f: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
         index = 0
         offset = 0
         while True:
-            header = f.read(12)
-            if not header:
+            length = self._header(f, index, offset)
+            if length is None:
                 return
-            if len(header) < 12:
-                self._fail(index, offset, f"truncated header ({len(header)} of 12 bytes)")
-                return
-            length_bytes = header[:8]
-            (length,) = _LEN.unpack(length_bytes)
-            (length_crc,) = _CRC.unpack_from(header, 8)
-            if masked_crc32c(length_bytes) != length_crc:
-                self._fail(index, offset, "length CRC mismatch")
-                return
-            if length > MAX_RECORD_BYTES:
-                self._fail(index, offset, f"implausible record length {length}")
-                return
-            data = f.read(length)
-            footer = f.read(4)
-            if len(data) < length or len(footer) < 4:
-                self._fail(
-                    index,
-                    offset,
-                    f"truncated record (expected {length} data bytes + 4 CRC bytes, file ends after "
-                    f"{len(data) + len(footer)})",
-                )
-                return
-            good = True
-            if self.check_crc:
-                (data_crc,) = _CRC.unpack(footer)
-                if masked_crc32c(data) != data_crc:
-                    self._fail(index, offset, "data CRC mismatch")
-                    good = False
-            if good:
+            data = self._body(f, index, offset, length)
+            if data is None and f.tell() < offset + 16 + length:
+                return  # truncated: the framing after it cannot be trusted
+            if data is not None:
                 yield index, offset, data
             index += 1
             offset += 16 + length
+
+    def offsets(self) -> list[int]:
+        """Byte offsets of every record, from the headers alone (data skipped, length CRCs checked).
+
+        A record that would run past the end of the file is reported as truncated.
+        """
+        size = self.path.stat().st_size
+        found: list[int] = []
+        with open(self.path, "rb") as f:
+            offset = 0
+            while offset < size:
+                length = self._header(f, len(found), offset)
+                if length is None:
+                    break
+                if offset + 16 + length > size:
+                    self._fail(
+                        len(found), offset,
+                        f"truncated record (declares {length} data bytes, the file ends {size - offset - 12} "
+                        "bytes after the header)",
+                    )
+                    break
+                found.append(offset)
+                offset += 16 + length
+                f.seek(offset)
+        return found
+
+    def read_at(self, offset: int, index: int = -1) -> bytes:
+        """The data of the record whose header starts at byte `offset`, checked like any record."""
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            length = self._header(f, index, offset)
+            data = None if length is None else self._body(f, index, offset, length)
+        if data is None:
+            raise DataError(f"{self.path}: record {index} at byte offset {offset}: unreadable (skipped)")
+        return data
 
 
 def read_records(path: str | os.PathLike, *, skip_corrupt: bool = False) -> Iterator[bytes]:

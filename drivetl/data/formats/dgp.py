@@ -30,6 +30,7 @@ from drivetl.calib import CameraModel, IntensityEncoding, LidarModel, SensorRig
 from drivetl.calib.beams import estimate_beams
 from drivetl.calib.camera import OPTICAL_FROM_CAMERA
 from drivetl.calib.se3 import make_transform, rotation_from_quaternion_wxyz
+from drivetl.data.formats._paths import contained_path
 from drivetl.data.formats.pointfile import read_points
 from drivetl.data.formats.team._layout import transform_boxes, wrap_angle
 from drivetl.data.records import Boxes, CameraImage, FrameKey, FrameRecord, LidarPoints
@@ -130,11 +131,16 @@ class DgpScene:
                 out[d["id"]["name"]] = d
         return out
 
+    def _file(self, value: Any, what: str) -> Path:
+        """A file the scene names, inside the scene's folder (`contained_path`)."""
+        return contained_path(self.src, value, str(self.scene_path), what)
+
     def sample_complete(self, sample: Mapping[str, Any]) -> bool:
         """True when every file a sample's datums name exists."""
-        for d in self.sample_datums(sample).values():
-            body = d["datum"].get("image") or d["datum"].get("point_cloud") or {}
-            if not (self.src / body.get("filename", "")).is_file():
+        for name, d in self.sample_datums(sample).items():
+            kind = "image" if "image" in d["datum"] else "point_cloud"
+            body = d["datum"].get(kind) or {}
+            if not self._file(body.get("filename", ""), f"{name}.{kind}.filename").is_file():
                 return False
         return True
 
@@ -158,7 +164,8 @@ class DgpScene:
             datum = datums.get(name, {}).get("datum", {})
             if "point_cloud" in datum:
                 pts, _ = read_points(
-                    self.src / datum["point_cloud"]["filename"], columns=self._columns(datum)
+                    self._file(datum["point_cloud"]["filename"], f"{name}.point_cloud.filename"),
+                    columns=self._columns(datum),
                 )
                 beams = estimate_beams([pts])
                 rng = np.linalg.norm(pts[:, :3], axis=1)
@@ -215,7 +222,8 @@ class DgpScene:
             body = d["datum"]
             if "point_cloud" in body:
                 pc = body["point_cloud"]
-                pts, cols = read_points(self.src / pc["filename"], columns=self._columns(d["datum"]))
+                file = self._file(pc["filename"], f"{name}.point_cloud.filename")
+                pts, cols = read_points(file, columns=self._columns(d["datum"]))
                 if "intensity" not in cols:
                     pts = np.concatenate([pts, np.zeros((len(pts), 1), np.float32)], axis=1)
                     cols = (*cols, "intensity")
@@ -228,12 +236,12 @@ class DgpScene:
                     )
                 for ann in (pc.get("annotations") or {}).values():
                     if "bounding_box_3d" in ann:
-                        b, s = self._boxes(self.src / ann, vehicle_from_lidar)
+                        b, s = self._boxes(self._file(ann, f"{name}.annotations"), vehicle_from_lidar)
                         all_boxes.append(b)
                         for k, v in s.items():
                             skipped[k] = skipped.get(k, 0) + v
             elif "image" in body:
-                path = self.src / body["image"]["filename"]
+                path = self._file(body["image"]["filename"], f"{name}.image.filename")
                 try:
                     data = path.read_bytes()
                 except OSError as exc:

@@ -82,6 +82,8 @@ def read_kitti_labels(path: str | os.PathLike) -> list[KittiObject]:
             v = [float(x) for x in f[1:15]]
         except ValueError as exc:
             raise DataError(f"{path}:{i + 1}: non-numeric field ({exc})") from exc
+        if not all(math.isfinite(x) for x in v):
+            raise DataError(f"{path}:{i + 1}: NaN or inf in a KITTI label line; fix or drop the object")
         objs.append(
             KittiObject(f[0], v[0], int(v[1]), v[2], tuple(v[3:7]), tuple(v[7:10]), tuple(v[10:13]), v[13])
         )

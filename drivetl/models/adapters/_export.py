@@ -156,7 +156,14 @@ def read_adapter_metadata(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a safetensors file ({exc})") from None
     if raw is None:
         raise CheckpointError(f"{path}: no {META_KEY!r} header; not written by save_adapters")
-    header = json.loads(raw)
+    try:
+        header = json.loads(raw)
+    except ValueError:
+        raise CheckpointError(
+            f"{path}: the {META_KEY!r} header is not valid JSON; the file is damaged"
+        ) from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: the {META_KEY!r} header is not a JSON object; the file is damaged")
     if header.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: unsupported adapter format {header.get('format')!r} (expected {FORMAT})"

@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 
 from drivetl._io import atomic_write_bytes, atomic_write_text
+from drivetl.data.formats._paths import contained_path
 from drivetl.data.formats.pointfile import SUFFIXES, read_points, write_points
 from drivetl.data.formats.team._layout import (
     TeamFormat,
@@ -248,15 +249,19 @@ class TeamReader:
         pose = doc.get("world_from_vehicle")
         try:
             pose = np.eye(4) if pose is None else np.asarray(pose, dtype=np.float64).reshape(4, 4)
-        except ValueError as exc:
-            raise DataError(f"{rel}: world_from_vehicle must be a 4x4 matrix") from exc
+        except (ValueError, TypeError):
+            raise DataError(f"{rel}: world_from_vehicle must be a 4x4 matrix of numbers") from None
+        if not np.isfinite(pose).all():
+            raise DataError(
+                f"{rel}: world_from_vehicle has NaN or inf entries; write the frame's pose or omit it"
+            )
         return FrameRecord(key, self.rig, lidars, cameras, boxes, pose)
 
     def _read_lidar(self, name: str, spec: Mapping, rel: Path) -> LidarPoints:
         if not isinstance(spec, Mapping) or "file" not in spec:
             raise DataError(f"{rel}: lidars.{name} needs a 'file' entry")
         self._sensor_lookup("lidar", name, rel)
-        file = self.root / spec["file"]
+        file = contained_path(self.root, spec["file"], str(rel), f"lidars.{name}.file")
         columns = spec.get("columns") or self.format.bin_columns
         pts, cols = read_points(file, columns=columns, dtype=self.format.bin_dtype)
         if "intensity" not in cols:
@@ -273,7 +278,7 @@ class TeamReader:
         if not isinstance(spec, Mapping) or "file" not in spec:
             raise DataError(f"{rel}: cameras.{name} needs a 'file' entry")
         self._sensor_lookup("camera", name, rel)
-        file = self.root / spec["file"]
+        file = contained_path(self.root, spec["file"], str(rel), f"cameras.{name}.file")
         if not file.is_file():
             raise DataError(f"{file}: camera image referenced by {rel} not found")
         suffix = file.suffix.lower()

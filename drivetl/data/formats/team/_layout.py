@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from drivetl._io import read_yaml
 from drivetl.data.records import CLASSES, Boxes, FrameKey
-from drivetl.errors import DataError
+from drivetl.errors import DataError, short_repr
 
 FORMAT_NAME = "drivetl-team"
 FORMAT_VERSION = 1
@@ -60,9 +60,10 @@ def load_format(root: Path) -> TeamFormat:
     if not path.is_file():
         return TeamFormat()
     try:
-        d = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise DataError(f"{path}: not valid YAML ({exc})") from exc
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+    d = read_yaml(text, str(path), DataError) or {}
     if not isinstance(d, dict):
         raise DataError(f"{path}: expected a mapping at top level")
     classes = d.get("classes") or {}
@@ -158,6 +159,16 @@ def wrap_angle(a: np.ndarray | float) -> np.ndarray:
     return np.where(out <= -math.pi, out + 2 * math.pi, out)
 
 
+def _whole(value: Any, where: str, minimum: int) -> int:
+    """An integer field of a label (JSON number without a fraction), or DataError naming it."""
+    number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not number or int(value) != value:
+        raise DataError(f"{where}: expected a whole number, got {short_repr(value)}")
+    if value < minimum:
+        raise DataError(f"{where}: must be >= {minimum}, got {short_repr(value)}")
+    return int(value)
+
+
 def boxes_from_json(
     objects: list[Any], fmt: TeamFormat, vehicle_from_frame: np.ndarray, where: str
 ) -> tuple[Boxes, dict[str, int]]:
@@ -179,7 +190,8 @@ def boxes_from_json(
             canon = fmt.classes[raw]
         else:
             raise DataError(
-                f"{at}.class {raw!r} is neither a canonical class {CLASSES} nor mapped in format.yaml; "
+                f"{at}.class {short_repr(raw)} is neither a canonical class {CLASSES} nor mapped in "
+                "format.yaml; "
                 f"add it under `classes:` in format.yaml (e.g. `{raw}: vehicle`, or `{raw}: null` to drop it)"
             )
         if canon is None:
@@ -198,8 +210,8 @@ def boxes_from_json(
         rows.append([*c, *s, h])
         classes.append(canon)
         ids.append(str(obj.get("id", "")))
-        npts.append(int(obj.get("num_points", -1)))
-        diff.append(int(obj.get("difficulty", 0)))
+        npts.append(_whole(obj.get("num_points", -1), f"{at}.num_points", minimum=-1))
+        diff.append(_whole(obj.get("difficulty", 0), f"{at}.difficulty", minimum=0))
         speed.append(obj.get("speed", [math.nan, math.nan]))
     if not rows:
         return Boxes.empty(), dropped

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from pathlib import Path
 
-from drivetl.data.formats._tfrecord import masked_crc32c
+from drivetl.data.formats._tfrecord import TFRecordReader
 from drivetl.data.formats.waymo._frame import WaymoFrame
 from drivetl.data.formats.waymo._reader import parse_frame
 from drivetl.data.records import FrameRecord
@@ -14,46 +13,30 @@ from drivetl.errors import DataError
 
 __all__ = ["WaymoRecordIndex"]
 
-_HEADER = struct.Struct("<QI")
-
-
 class WaymoRecordIndex:
     """Random access to the Frames of Waymo v1 TFRecord files: ``len``, ``[i] -> FrameRecord``.
 
-    The index holds (file, byte offset) per record, found by walking the record headers once.
+    The index holds (file, byte offset) per record, found by walking the record headers once
+    through `TFRecordReader.offsets` (length CRCs checked, lengths bounded, truncation detected);
+    a file without records is refused. `check_first` parses the first record as a Frame, so a
+    file that is framed correctly but holds something else fails at start-up, not in a worker.
     """
 
-    def __init__(self, files: Sequence[str | Path]):
-        self.entries: list[tuple[str, int]] = []
+    def __init__(self, files: Sequence[str | Path], check_first: bool = True):
+        self.entries: list[tuple[str, int, int]] = []  # (file, byte offset, record index in the file)
         for path in files:
-            size = Path(path).stat().st_size
-            with open(path, "rb") as f:
-                offset = 0
-                while offset < size:
-                    header = f.read(12)
-                    if len(header) < 12:
-                        raise DataError(
-                            f"{path}: truncated record header at byte offset {offset}; "
-                            "the file is damaged (re-copy it)"
-                        )
-                    length, _ = _HEADER.unpack(header)
-                    self.entries.append((str(path), offset))
-                    offset += 16 + length
-                    f.seek(offset)
+            offsets = TFRecordReader(path).offsets()
+            if not offsets:
+                raise DataError(f"{path}: no records (an empty TFRecord file); remove it or re-copy it")
+            self.entries.extend((str(path), offset, k) for k, offset in enumerate(offsets))
+        if check_first and self.entries:
+            self[0]
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def __getitem__(self, i: int) -> FrameRecord:
-        path, offset = self.entries[i]
-        where = f"{path}: record at byte offset {offset}"
-        with open(path, "rb") as f:
-            f.seek(offset)
-            length, _ = _HEADER.unpack(f.read(12))
-            data = f.read(length)
-            footer = f.read(4)
-        if len(data) < length or len(footer) < 4:
-            raise DataError(f"{where}: truncated record; the file is damaged (re-copy it)")
-        if masked_crc32c(data) != struct.unpack("<I", footer)[0]:
-            raise DataError(f"{where}: data CRC mismatch; the file is damaged (re-copy it)")
+        path, offset, k = self.entries[i]
+        where = f"{path}: record {k} at byte offset {offset}"
+        data = TFRecordReader(path).read_at(offset, k)
         return WaymoFrame(parse_frame(data, where), where=where, threads=1).to_record()

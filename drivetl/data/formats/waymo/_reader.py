@@ -58,6 +58,8 @@ class WaymoV1Reader:
 
     def __iter__(self) -> Iterator[WaymoFrame]:
         self.skipped = 0
+        if self.path.stat().st_size == 0:
+            raise DataError(f"{self.path}: empty file (0 bytes, no records); remove it or re-copy it")
         try:
             for index, offset, data in self._records.records():
                 where = f"{self.path}: record {index} at byte offset {offset}"
