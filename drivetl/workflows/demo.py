@@ -15,8 +15,8 @@ records what it was run with in ``stages/<name>.json``; a changed plan reruns it
    and adapted on the fleet test split (`drivetl evaluate`): metrics.json, report.md, figures.
 
 `DemoPlan.for_scale` sizes everything from one knob: frames and training steps grow linearly with
-the scale. Scale 1 is sized to spend about ten minutes on a quiet two-core CPU, nearly all of it
-training (a 3D AP at Waymo's IoU thresholds needs boxes tight in size, heading and height, which the
+the scale. Scale 1 stays under ten minutes on a two-core CPU (about six at a load of 2), nearly all
+of it training (a 3D AP at Waymo's IoU thresholds needs boxes tight in size, heading and height, which the
 first hundred steps do not give): pretraining, then fine-tuning adapted and from scratch with the
 same number of steps. Every stage prints its wall time and CPU seconds, and the run starts with the
 load average, so a loaded machine can be told from a slow program.
@@ -42,8 +42,8 @@ __all__ = ["STAGES", "DemoPlan", "DemoResult", "Stage", "plan_stages", "run_demo
 
 STAGES: tuple[str, ...] = ("source", "fleet", "pretrain", "adapt", "scratch", "evaluate")
 SEGMENT = 10  # frames per simulated street
-#: training steps at scale 1 (batch 4): about 0.25 s per pretraining step and 0.5 s per fine-tuning
-#: step of both runs together on a quiet two-core CPU, so about 8 minutes of the 10
+#: training steps at scale 1 (batch 4); measured on a two-core CPU at a load of about 2: pretraining
+#: 281 s, adapted and from-scratch fine-tuning 34 s and 36 s, the whole demo 364 s
 PRETRAIN_STEPS = 1000
 FINETUNE_STEPS = 400
 
@@ -167,7 +167,8 @@ class DemoResult:
 
 def cpu_seconds() -> float:
     """User + system CPU seconds of this process and its finished children (data and simulation
-    workers). Unlike wall time it hardly depends on what else the machine runs."""
+    workers). It depends less than wall time on what else the machine runs, but not nothing: under
+    heavy load the same work is charged more (cache contention, threads waiting on each other)."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
@@ -246,7 +247,7 @@ def run_demo(
     load = load_average()
     log(
         f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1/5/15 min) on {os.cpu_count()} "
-        "CPUs; wall times stretch with the load, CPU seconds hardly do"
+        "CPUs; wall times stretch with the load, CPU seconds less"
     )
     stages = plan_stages(plan, simulate, log)
     for i, stage in enumerate(stages, 1):
