@@ -163,13 +163,13 @@ def wrap_angle(a: np.ndarray | float) -> np.ndarray:
     return np.where(out <= -math.pi, out + 2 * math.pi, out)
 
 
-def _whole(value: Any, where: str, minimum: int) -> int:
+def _whole(value: Any, where: str, minimum: int, maximum: int) -> int:
     """An integer field of a label (JSON number without a fraction), or DataError naming it."""
     number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if not number or int(value) != value:
         raise DataError(f"{where}: expected a whole number, got {short_repr(value)}")
-    if value < minimum:
-        raise DataError(f"{where}: must be >= {minimum}, got {short_repr(value)}")
+    if not minimum <= value <= maximum:
+        raise DataError(f"{where}: must be from {minimum} to {maximum}, got {short_repr(value)}")
     return int(value)
 
 
@@ -228,8 +228,8 @@ def boxes_from_json(
         rows.append([*c, *s, h])
         classes.append(canon)
         ids.append(str(obj.get("id", "")))
-        npts.append(_whole(obj.get("num_points", -1), f"{at}.num_points", minimum=-1))
-        diff.append(_whole(obj.get("difficulty", 0), f"{at}.difficulty", minimum=0))
+        npts.append(_whole(obj.get("num_points", -1), f"{at}.num_points", -1, 2**31 - 1))
+        diff.append(_whole(obj.get("difficulty", 0), f"{at}.difficulty", 0, 2))
         speed.append(_speed(obj.get("speed"), f"{at}.speed"))
     if not rows:
         return Boxes.empty(), dropped
