@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from drivetl._io import remove_stale_partials
 from drivetl.calib import SensorRig
 from drivetl.data.records import FrameKey, FrameRecord
 from drivetl.errors import ConfigError
@@ -223,6 +224,7 @@ def simulate_dataset(
     advance = progress or (lambda n: None)
     summary = SimSummary()
     plan.out.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(plan.out)  # a killed run's half-written files
     if plan.format == "waymo":
         jobs = []
         for g0 in range(0, plan.frames, plan.shard_frames):

@@ -72,6 +72,21 @@ class DrivetlCLI(LightningCLI):
         """Callbacks the run always gets, beside the config's."""
         return []
 
+    def before_fit(self) -> None:
+        """Refuse ``--ckpt_path last`` when the run folder has no checkpoint yet (Lightning would
+        start from scratch with a warning, which a resumed run must not do silently)."""
+        ckpt = (self.config.get("fit") or {}).get("ckpt_path") if "fit" in self.config else None
+        if ckpt != "last":
+            return
+        callbacks = self.trainer.checkpoint_callbacks
+        folders = sorted({c.dirpath for c in callbacks if getattr(c, "dirpath", None)})
+        if not any(Path(f, "last.ckpt").is_file() for f in folders):
+            where = ", ".join(folders) or self.trainer.default_root_dir
+            raise ConfigError(
+                f"--ckpt_path last: no last.ckpt in {where} yet, so there is nothing to resume; start "
+                "without --ckpt_path, or pass the checkpoint file to resume from"
+            )
+
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         callbacks.extend(self.extra_callbacks())
         root = config.get("default_root_dir") or os.path.join("runs", self.run_name)

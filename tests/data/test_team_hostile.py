@@ -89,7 +89,8 @@ def test_camera_path_out_of_the_folder_is_refused(team: Path) -> None:
     [
         ("num_points", "many", r"labels\.objects\[0\]\.num_points: expected a whole number, got 'many'"),
         ("num_points", 2.5, "expected a whole number, got 2.5"),
-        ("difficulty", -3, r"difficulty: must be >= 0, got -3"),
+        ("difficulty", -3, r"difficulty: must be from 0 to 2, got -3"),
+        ("num_points", 2.0**64, r"num_points: must be from -1 to 2147483647"),
         ("heading", None, "needs center"),
     ],
 )

@@ -83,9 +83,9 @@ def _timestamp_us(text: str, where: str) -> int:
 
 def _load_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: unreadable DGP JSON ({exc})") from exc
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise DataError(f"{path}: unreadable DGP JSON ({exc})") from None
 
 
 def find_scene_json(src: Path) -> Path:

@@ -69,9 +69,9 @@ def read_kitti_labels(path: str | os.PathLike) -> list[KittiObject]:
     path = Path(path)
     objs = []
     try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise DataError(f"{path}: unreadable KITTI label file ({exc})") from exc
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: unreadable KITTI label file ({exc})") from None
     for i, line in enumerate(lines):
         f = line.split()
         if not f:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import tokenize
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -92,7 +93,8 @@ def read_points(
             raise DataError(f"{path}: unknown point-file suffix {suffix!r}; use one of {', '.join(SUFFIXES)}")
     except DataError:
         raise
-    except (ValueError, OSError, KeyError, struct.error, EOFError, zipfile.BadZipFile) as exc:
+    except (ValueError, OSError, KeyError, struct.error, EOFError, zipfile.BadZipFile, SyntaxError,
+            tokenize.TokenError) as exc:  # the last two: numpy parsing a damaged .npy header
         raise DataError(f"{path}: unreadable point file ({exc})") from exc
     pts = np.ascontiguousarray(pts, dtype=np.float32)
     cols = tuple(_canonical_name(c) for c in cols)

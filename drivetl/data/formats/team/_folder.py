@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
-from drivetl._io import atomic_write_bytes, atomic_write_text
+from drivetl._io import atomic_write_bytes, atomic_write_text, remove_stale_partials
 from drivetl.data.formats._paths import contained_path
 from drivetl.data.formats.pointfile import SUFFIXES, read_points, write_points
 from drivetl.data.formats.team._layout import (
@@ -79,6 +79,7 @@ class TeamWriter:
 
     def __enter__(self) -> TeamWriter:
         self.root.mkdir(parents=True, exist_ok=True)
+        self.stale_removed = remove_stale_partials(self.root)  # a killed run's half-written files
         self._splits = read_splits(self.root)
         self._open = True
         return self

@@ -115,16 +115,20 @@ def list_frames(root: Path) -> list[FrameKey]:
 def read_splits(root: Path) -> dict[str, list[FrameKey]]:
     out: dict[str, list[FrameKey]] = {}
     for path in sorted((root / "splits").glob("*.txt")):
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: unreadable split file ({exc})") from None
+        lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
         out[path.stem] = [parse_frame_id(ln, f"{path}:{i + 1}") for i, ln in enumerate(lines)]
     return out
 
 
 def read_frame_json(path: Path) -> dict[str, Any]:
     try:
-        d = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: unreadable frame file ({exc})") from exc
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise DataError(f"{path}: unreadable frame file ({short_repr(str(exc), 200)})") from None
     if not isinstance(d, dict):
         raise DataError(f"{path}: frame file must hold a JSON object")
     return d
@@ -159,14 +163,26 @@ def wrap_angle(a: np.ndarray | float) -> np.ndarray:
     return np.where(out <= -math.pi, out + 2 * math.pi, out)
 
 
-def _whole(value: Any, where: str, minimum: int) -> int:
+def _whole(value: Any, where: str, minimum: int, maximum: int) -> int:
     """An integer field of a label (JSON number without a fraction), or DataError naming it."""
     number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if not number or int(value) != value:
         raise DataError(f"{where}: expected a whole number, got {short_repr(value)}")
-    if value < minimum:
-        raise DataError(f"{where}: must be >= {minimum}, got {short_repr(value)}")
+    if not minimum <= value <= maximum:
+        raise DataError(f"{where}: must be from {minimum} to {maximum}, got {short_repr(value)}")
     return int(value)
+
+
+def _speed(value: Any, where: str) -> list[float]:
+    """A label's optional [vx, vy] (m/s, vehicle frame); NaNs when absent."""
+    if value is None:
+        return [math.nan, math.nan]
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise DataError(f"{where}: expected [vx, vy], got {short_repr(value)}")
+    try:
+        return [float(v) for v in value]
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: expected two numbers, got {short_repr(value)}") from None
 
 
 def boxes_from_json(
@@ -184,6 +200,8 @@ def boxes_from_json(
         if not isinstance(obj, dict):
             raise DataError(f"{at}: expected an object")
         raw = obj.get("class")
+        if not isinstance(raw, str):
+            raise DataError(f"{at}.class must be a class name, got {short_repr(raw)}")
         if raw in CLASSES:
             canon = raw
         elif raw in fmt.classes:
@@ -210,9 +228,9 @@ def boxes_from_json(
         rows.append([*c, *s, h])
         classes.append(canon)
         ids.append(str(obj.get("id", "")))
-        npts.append(_whole(obj.get("num_points", -1), f"{at}.num_points", minimum=-1))
-        diff.append(_whole(obj.get("difficulty", 0), f"{at}.difficulty", minimum=0))
-        speed.append(obj.get("speed", [math.nan, math.nan]))
+        npts.append(_whole(obj.get("num_points", -1), f"{at}.num_points", -1, 2**31 - 1))
+        diff.append(_whole(obj.get("difficulty", 0), f"{at}.difficulty", 0, 2))
+        speed.append(_speed(obj.get("speed"), f"{at}.speed"))
     if not rows:
         return Boxes.empty(), dropped
     arr = np.asarray(rows, dtype=np.float64)

@@ -11,6 +11,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from drivetl._io import remove_stale_partials
 from drivetl.errors import DataError
 
 SUFFIXES = (".tfrecord", ".tfrecords")
@@ -139,6 +140,7 @@ def convert_waymo(
     files = find_sources(sources)
     root = Path(out)
     (root / "shards").mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(root)  # a killed run's half-written shards
     summary = ConvertSummary(out=str(root))
     workers = max(1, min(int(workers), len(files) or 1))
     threads = max(1, default_threads() // workers)

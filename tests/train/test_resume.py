@@ -1,0 +1,68 @@
+"""Resuming: `--ckpt_path last` continues a run and refuses to start over silently; writers clean up
+what a killed run left half-written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from drivetl.calib import load_rig
+from drivetl.cli import main
+from drivetl.data.formats.team import TeamWriter
+from drivetl.data.formats.team._example import write_example_team
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("resume") / "team"
+    write_example_team(root, load_rig(ROOT / "configs" / "rigs" / "fleet_xt32.yaml"), frames=4, seed=1)
+    return root
+
+
+def _pretrain(team: Path, run: Path, steps: int, *extra: str) -> int:
+    return main([
+        "pretrain", "--config", str(ROOT / "configs" / "pretrain" / "tiny_lidar.yaml"),
+        "--data.root", str(team), "--trainer.max_steps", str(steps), "--trainer.val_check_interval", "2",
+        "--trainer.limit_val_batches", "1", "--trainer.default_root_dir", str(run),
+        "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.enable_progress_bar", "false",
+        "--trainer.logger", "false", "--data.init_args.batch_size", "1", "--data.init_args.num_workers", "0",
+        *extra,
+    ])
+
+
+def test_ckpt_path_last_without_a_checkpoint_is_refused(team: Path, tmp_path: Path, capsys) -> None:
+    assert _pretrain(team, tmp_path / "run", 2, "--ckpt_path", "last") == 2
+    err = capsys.readouterr().err
+    assert "--ckpt_path last: no last.ckpt in" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+
+
+def test_ckpt_path_last_continues_the_run(team: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert _pretrain(team, run, 2) == 0
+    first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert first["global_step"] == 2
+    assert _pretrain(team, run, 4, "--ckpt_path", "last") == 0
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["global_step"] == 4
+    changed = [k for k, v in first["state_dict"].items() if not torch.equal(v, resumed["state_dict"][k])]
+    assert changed  # it trained on from the checkpoint
+
+
+def test_team_writer_removes_a_killed_runs_partial_files(team: Path, tmp_path: Path) -> None:
+    root = tmp_path / "team"
+    rig = load_rig(ROOT / "configs" / "rigs" / "fleet_xt32.yaml")
+    write_example_team(root, rig, frames=1, seed=1)
+    stale = [root / "lidar" / ".1000000.pcd.abc123.partial", root / "frames" / ".x.json.k.partial"]
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    keep = root / "lidar" / "notes.partial"  # not a writer's temporary name
+    keep.write_text("mine")
+    with TeamWriter(root, rig) as writer:
+        assert writer.stale_removed == 2
+    assert not any(p.exists() for p in stale) and keep.exists()
