@@ -20,6 +20,7 @@ from drivetl.eval._ap import (
 from drivetl.eval._box_errors import (
     BoxErrorAccumulator,
     BoxErrors,
+    TruePositiveErrors,
     aligned_scale_error,
     heading_error_histogram,
     match_by_distance,
@@ -49,6 +50,7 @@ from drivetl.eval._result import DetectionResult, MetricEntry
 __all__ = [
     "BoxErrorAccumulator",
     "BoxErrors",
+    "TruePositiveErrors",
     "DEFAULT_DISTANCE_THRESHOLDS",
     "DEFAULT_IOU_THRESHOLDS",
     "DEFAULT_SCORE_CUTOFFS",

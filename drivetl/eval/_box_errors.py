@@ -35,6 +35,7 @@ from drivetl.eval._matching import TRUE_POSITIVE, centre_distance, greedy_match
 
 __all__ = [
     "FLIP_THRESHOLD",
+    "TruePositiveErrors",
     "BoxErrorAccumulator",
     "BoxErrors",
     "aligned_scale_error",
@@ -227,3 +228,45 @@ class BoxErrorAccumulator:
                 length_ratio=p[:, 3] / np.maximum(g[:, 3], 1e-9),
             )
         return out
+
+
+class TruePositiveErrors:
+    """Mean errors of the true positives under IoU matching (the HTML report's summary row).
+
+    `update(pred, scores, gt, iou_type, threshold)` per frame and class: predictions matched
+    score-first to ground truth at `threshold`; `compute()` gives ``matched`` (count), ``centre_m``
+    (3D centre distance, metres), ``size_pct`` (mean |predicted - true| / true over length, width,
+    height, percent) and ``heading_deg`` (wrapped absolute heading difference, degrees; a flip is
+    180); NaN errors when nothing matched.
+    """
+
+    def __init__(self) -> None:
+        self.centre: list[float] = []
+        self.size: list[float] = []
+        self.heading: list[float] = []
+
+    def update(
+        self, pred: np.ndarray, scores: np.ndarray, gt: np.ndarray, iou_type: str, threshold: float
+    ) -> None:
+        """Add one frame's (and class's) predictions (M, 7) with scores (M,) against gt (G, 7)."""
+        from drivetl.eval._iou import box_iou
+
+        if not len(gt) or not len(pred):
+            return
+        p = pred[np.argsort(-scores, kind="stable")]
+        status, matched = greedy_match(box_iou(p, gt, iou_type), threshold)
+        for i in np.flatnonzero(status == TRUE_POSITIVE):
+            a, b = p[i], gt[matched[i]]
+            self.centre.append(float(np.linalg.norm(a[:3] - b[:3])))
+            self.size.append(float(np.mean(np.abs(a[3:6] - b[3:6]) / b[3:6])) * 100)
+            d = abs(a[6] - b[6]) % (2 * np.pi)
+            self.heading.append(float(np.degrees(min(d, 2 * np.pi - d))))
+
+    def compute(self) -> dict[str, float]:
+        """The means (see the class docstring)."""
+
+        def mean(v: list[float]) -> float:
+            return float(np.mean(v)) if v else float("nan")
+
+        return {"matched": len(self.centre), "centre_m": mean(self.centre), "size_pct": mean(self.size),
+                "heading_deg": mean(self.heading)}

@@ -227,6 +227,23 @@ def class_box_errors(
     return acc.compute()
 
 
+def true_positive_errors(frames: Sequence[FramePrediction], config, region=None) -> dict[str, float]:
+    """`drivetl.eval.TruePositiveErrors` of `frames` under `config`'s IoU matching, every class;
+    `region` as in `accumulate`."""
+    from drivetl.eval import TruePositiveErrors
+
+    acc = TruePositiveErrors()
+    for f in frames:
+        gt, det = f.ground_truth, f.detections
+        gt_keep, det_keep = in_region(gt.boxes, region), in_region(det.boxes, region)
+        gt_cls, det_cls = np.asarray(gt.classes, dtype=object), np.asarray(det.classes, dtype=object)
+        for cls in config.classes:
+            g = gt.boxes[gt_keep & (gt_cls == cls)] if len(gt) else np.zeros((0, 7))
+            sel = det_keep & (det_cls == cls) if len(det) else np.zeros(0, bool)
+            acc.update(det.boxes[sel], det.scores[sel], g, config.iou_type, config.iou_thresholds[cls])
+    return acc.compute()
+
+
 def iter_points(data: EvalData, indices: Sequence[int]) -> Iterator[tuple[FrameKey, np.ndarray]]:
     """(key, (N, 3) float32 canonical x, y, z) of the frames at positions `indices` of `data`."""
     for i in indices:

@@ -28,7 +28,6 @@ from typing import Any, Literal
 
 from drivetl.errors import ConfigError
 from drivetl.eval import DetectionResult, EvalConfig
-from drivetl.workflows._box_errors import box_errors
 from drivetl.workflows._evaluate_load import (
     CLASS_ALIASES,
     LoadedModel,
@@ -47,6 +46,7 @@ from drivetl.workflows._evaluate_run import (
     hide_cameras,
     open_eval_data,
     run_model,
+    true_positive_errors,
 )
 from drivetl.workflows._html_report import evaluate_page
 from drivetl.workflows._predictions import PredictionFiles
@@ -288,7 +288,7 @@ def evaluate(
         report.warnings,
         [(n, report.paths[n]) for n in ("pr_curves", "range_bars") if n in report.paths],
         bev + cams,
-        {name: box_errors(run.frames, config, box_region) for name, run in runs.items()},
+        {name: true_positive_errors(run.frames, config, box_region) for name, run in runs.items()},
     )
     for w in report.warnings:
         log(f"warning: {w}")

@@ -95,3 +95,23 @@ def test_accumulator_reports_each_error_apart() -> None:
 def test_heading_histogram_bins_errors_over_zero_to_pi() -> None:
     counts, edges = heading_error_histogram(np.array([0.0, 0.1, 1.6, math.pi]), bins=4)
     assert counts.tolist() == [2, 0, 1, 1] and edges[0] == 0.0 and edges[-1] == pytest.approx(math.pi)
+
+
+def test_true_positive_errors_by_hand() -> None:
+    from drivetl.eval import TruePositiveErrors
+
+    gt = np.array([[10.0, 0.0, 1.0, 4.0, 2.0, 1.5, 0.0], [30.0, 5.0, 1.0, 4.0, 2.0, 1.5, 0.0]])
+    pred = np.array([
+        [10.3, 0.0, 1.0, 4.4, 2.0, 1.5, 0.1],  # matches gt 0: 0.3 m, length +10 %, 0.1 rad
+        [30.0, 5.0, 1.0, 4.0, 2.0, 1.5, np.pi],  # matches gt 1 exactly, flipped: 180 degrees
+        [60.0, 0.0, 1.0, 4.0, 2.0, 1.5, 0.0],  # a false positive: no error counted
+    ])
+    acc = TruePositiveErrors()
+    acc.update(pred, np.array([0.9, 0.8, 0.7]), gt, "3d", 0.5)
+    out = acc.compute()
+    assert out["matched"] == 2
+    assert out["centre_m"] == pytest.approx(0.15)
+    assert out["size_pct"] == pytest.approx((10.0 / 3 + 0.0) / 2)
+    assert out["heading_deg"] == pytest.approx((np.degrees(0.1) + 180.0) / 2)
+    empty = TruePositiveErrors().compute()
+    assert empty["matched"] == 0 and np.isnan(empty["centre_m"])
