@@ -42,8 +42,8 @@ __all__ = ["STAGES", "DemoPlan", "DemoResult", "Stage", "plan_stages", "run_demo
 
 STAGES: tuple[str, ...] = ("source", "fleet", "pretrain", "adapt", "scratch", "evaluate")
 SEGMENT = 10  # frames per simulated street
-#: training steps at scale 1 (batch 4); measured on a two-core CPU at a load of about 2: pretraining
-#: 281 s, adapted and from-scratch fine-tuning 34 s and 36 s, the whole demo 364 s
+#: training steps at scale 1 (batch 4); measured on a quiet two-core CPU (seed 0): pretraining 281 s,
+#: adapted and from-scratch fine-tuning 58 s and 61 s, the whole demo 412 s (789 CPU seconds)
 PRETRAIN_STEPS = 1000
 FINETUNE_STEPS = 400
 
