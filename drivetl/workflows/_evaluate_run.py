@@ -200,15 +200,17 @@ def accumulate(frames: Sequence[FramePrediction], config, region: Sequence[float
     """A `DetectionResult` over `frames`; ground truth and predictions outside `region` left out."""
     ev = DetectionEvaluator(config)
     for f in frames:
-        gt = f.ground_truth.select(in_region(f.ground_truth.boxes, region))
-        keep = in_region(f.detections.boxes, region)
-        det = Detections(
-            f.detections.boxes[keep],
-            f.detections.scores[keep],
-            tuple(c for c, k in zip(f.detections.classes, keep, strict=True) if k),
-        )
+        gt, det = in_region_frame(f, region)
         ev.update(det, gt, key=f.key)
     return ev.compute()
+
+
+def in_region_frame(f: FramePrediction, region: Sequence[float] | None) -> tuple[Boxes, Detections]:
+    """(ground truth, detections) of one frame with the boxes outside `region` left out."""
+    gt = f.ground_truth.select(in_region(f.ground_truth.boxes, region))
+    keep = in_region(f.detections.boxes, region)
+    cls = tuple(c for c, k in zip(f.detections.classes, keep, strict=True) if k)
+    return gt, Detections(f.detections.boxes[keep], f.detections.scores[keep], cls)
 
 
 def class_box_errors(
@@ -220,10 +222,8 @@ def class_box_errors(
 
     acc = BoxErrorAccumulator(classes, distance)
     for f in frames:
-        gt = f.ground_truth.select(in_region(f.ground_truth.boxes, region))
-        keep = in_region(f.detections.boxes, region)
-        cls = tuple(c for c, k in zip(f.detections.classes, keep, strict=True) if k)
-        acc.update(Detections(f.detections.boxes[keep], f.detections.scores[keep], cls), gt)
+        gt, det = in_region_frame(f, region)
+        acc.update(det, gt)
     return acc.compute()
 
 
@@ -234,12 +234,10 @@ def true_positive_errors(frames: Sequence[FramePrediction], config, region=None)
 
     acc = TruePositiveErrors()
     for f in frames:
-        gt, det = f.ground_truth, f.detections
-        gt_keep, det_keep = in_region(gt.boxes, region), in_region(det.boxes, region)
+        gt, det = in_region_frame(f, region)
         gt_cls, det_cls = np.asarray(gt.classes, dtype=object), np.asarray(det.classes, dtype=object)
         for cls in config.classes:
-            g = gt.boxes[gt_keep & (gt_cls == cls)] if len(gt) else np.zeros((0, 7))
-            sel = det_keep & (det_cls == cls) if len(det) else np.zeros(0, bool)
+            g, sel = gt.boxes[gt_cls == cls], det_cls == cls
             acc.update(det.boxes[sel], det.scores[sel], g, config.iou_type, config.iou_thresholds[cls])
     return acc.compute()
 
