@@ -3,8 +3,9 @@
 
 Defaults added to whatever the config says (a config that names its own keeps them):
 TensorBoard + CSV loggers under ``trainer.default_root_dir`` (the run folder), a Rich progress bar,
-a `ModelCheckpoint` keeping the best and the last checkpoint in ``<run>/checkpoints`` (so
-``--ckpt_path last`` resumes a killed run), and bf16 mixed precision on a GPU that supports it when
+a `ModelCheckpoint` keeping the best and the last checkpoint in ``<run>/checkpoints``, a second one
+refreshing ``last.ckpt`` every ``--checkpoint_every_n_steps`` training steps (default 500; 0: off), so
+``--ckpt_path last`` resumes a killed run (and is refused when there is no checkpoint yet), and bf16 mixed precision on a GPU that supports it when
 ``trainer.precision`` is left unset. Pretraining selects by ``val/loss``; fine-tuning by the
 module's selection metric (``val/ap`` max or ``val/entropy`` min).
 
@@ -57,6 +58,10 @@ SUMMARY_FILE = "finetune_summary.json"
 LABELED_FILE = "labeled_frames.txt"
 
 
+#: default of ``--checkpoint_every_n_steps``
+CHECKPOINT_EVERY_N_STEPS = 500
+
+
 class DrivetlCLI(LightningCLI):
     """LightningCLI with drivetl's defaults: run folder, TensorBoard + CSV logs, Rich progress bar,
     best/last checkpoints on `monitor()`, bf16-mixed on a GPU that supports it."""
@@ -71,6 +76,21 @@ class DrivetlCLI(LightningCLI):
     def extra_callbacks(self) -> list[Callback]:
         """Callbacks the run always gets, beside the config's."""
         return []
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """``--checkpoint_every_n_steps N``: also save ``last.ckpt`` every N training steps (0: off)."""
+        parser.add_argument(
+            "--checkpoint_every_n_steps", type=int, default=CHECKPOINT_EVERY_N_STEPS,
+            help="also save checkpoints/last.ckpt every N training steps, so a killed run loses at most "
+            "N steps (0: only at validation)",
+        )
+
+    def _every_n_steps(self) -> int:
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        value = (config or {}).get("checkpoint_every_n_steps", CHECKPOINT_EVERY_N_STEPS)
+        if value is None or int(value) < 0:
+            raise ConfigError(f"--checkpoint_every_n_steps must be >= 0, got {value!r}")
+        return int(value)
 
     def before_fit(self) -> None:
         """Refuse ``--ckpt_path last`` when the run folder has no checkpoint yet (Lightning would
@@ -107,6 +127,12 @@ class DrivetlCLI(LightningCLI):
                 )
             )
             ckpts = callbacks[-1:]
+            every = self._every_n_steps()
+            if every:
+                callbacks.append(
+                    ModelCheckpoint(every_n_train_steps=every, save_top_k=0, save_last=True, monitor=None)
+                )
+                ckpts = callbacks[-2:]
         for c in ckpts:
             if c.dirpath is None:
                 c.dirpath = os.path.realpath(os.path.join(root, "checkpoints"))
@@ -196,6 +222,7 @@ class FinetuneCLI(DrivetlCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Link what the model takes into the data module, once both are built."""
+        super().add_arguments_to_parser(parser)
         parser.link_arguments("model.batch_spec", "data.init_args.model_spec", apply_on="instantiate")
         parser.link_arguments("model.uses_unlabeled", "data.init_args.unlabeled", apply_on="instantiate")
 

@@ -27,10 +27,10 @@ def _pretrain(team: Path, run: Path, steps: int, *extra: str) -> int:
     return main([
         "pretrain", "--config", str(ROOT / "configs" / "pretrain" / "tiny_lidar.yaml"),
         "--data.root", str(team), "--trainer.max_steps", str(steps), "--trainer.val_check_interval", "2",
-        "--trainer.limit_val_batches", "1", "--trainer.default_root_dir", str(run),
+        "--trainer.default_root_dir", str(run),
         "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.enable_progress_bar", "false",
         "--trainer.logger", "false", "--data.init_args.batch_size", "1", "--data.init_args.num_workers", "0",
-        *extra,
+        *(extra if "--trainer.limit_val_batches" in extra else ("--trainer.limit_val_batches", "1", *extra)),
     ])
 
 
@@ -66,3 +66,19 @@ def test_team_writer_removes_a_killed_runs_partial_files(team: Path, tmp_path: P
     with TeamWriter(root, rig) as writer:
         assert writer.stale_removed == 2
     assert not any(p.exists() for p in stale) and keep.exists()
+
+
+def test_checkpoints_every_n_steps_without_validation(team: Path, tmp_path: Path) -> None:
+    """A periodic checkpoint runs beside the validation-time one (so a run killed between
+    validations loses at most N steps); 0 switches it off."""
+    no_val = ("--trainer.limit_val_batches", "0")
+
+    def periodic(run: Path) -> list[str]:
+        ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+        assert ckpt["global_step"] == 3
+        return [k for k in ckpt["callbacks"] if "'every_n_train_steps': 1," in k]
+
+    assert _pretrain(team, tmp_path / "on", 3, "--checkpoint_every_n_steps", "1", *no_val) == 0
+    assert len(periodic(tmp_path / "on")) == 1
+    assert _pretrain(team, tmp_path / "off", 3, "--checkpoint_every_n_steps", "0", *no_val) == 0
+    assert periodic(tmp_path / "off") == []
