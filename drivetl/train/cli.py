@@ -6,8 +6,9 @@ TensorBoard + CSV loggers under ``trainer.default_root_dir`` (the run folder), a
 a `ModelCheckpoint` keeping the best and the last checkpoint in ``<run>/checkpoints``, a second one
 refreshing ``last.ckpt`` every ``--checkpoint_every_n_steps`` training steps (default 500; 0: off), so
 ``--ckpt_path last`` resumes a killed run (and is refused when there is no checkpoint yet), and bf16
-mixed precision on a GPU that supports it when ``trainer.precision`` is left unset. Pretraining selects by ``val/loss``; fine-tuning by the
-module's selection metric (``val/ap`` max or ``val/entropy`` min).
+mixed precision on a GPU that supports it when ``trainer.precision`` is left unset. Pretraining
+selects by ``val/loss``; fine-tuning by the module's selection metric (``val/ap`` max or
+``val/entropy`` min).
 
 Fine-tuning wires the model and its data explicitly here: the model's `batch_spec` (what the
 pretrained encoders take) and its self-training flag are linked into the data module when both are
