@@ -45,6 +45,8 @@ class FrameDataModule(pl.LightningDataModule):
     intensity), or for fine-tuning the model's (`FinetuneDataModule`'s `model_spec`).
     augment: `AugmentConfig` fields (None: off). lidars: which LiDARs to use (None: all).
     batch_size, num_workers, pin_memory (None: on with CUDA), seed (augmentation and subsets).
+    skip_corrupt: a frame that turns out unreadable during training is replaced by the next good one
+    and reported with a warning naming it (default: the run stops with one line naming it).
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class FrameDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool | None = None,
         seed: int = 0,
+        skip_corrupt: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["model_spec"])
@@ -86,6 +89,7 @@ class FrameDataModule(pl.LightningDataModule):
             augment=self.augment_config if augmented else None,
             seed=self.hparams.seed,
             lidars=self.hparams.lidars,
+            skip_corrupt=self.hparams.skip_corrupt,
         )
 
     def _loader(self, dataset: FrameDataset, shuffle: bool) -> DataLoader:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +37,9 @@ from drivetl.data.collate import Batch, collate
 from drivetl.data.formats.team import TeamReader
 from drivetl.data.formats.waymo import WaymoRecordIndex
 from drivetl.data.records import CLASSES, Boxes, FrameRecord, Sample
-from drivetl.errors import DataError
+from drivetl.errors import DataError, one_line
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["BatchSpec", "Collate", "FrameDataset", "FrameSet", "held_out", "open_source"]
 
@@ -119,12 +122,15 @@ class FrameDataset(Dataset):
         augment: AugmentConfig | None = None,
         seed: int = 0,
         lidars: Sequence[str] | None = None,
+        skip_corrupt: bool = False,
     ):
         self.sets = list(sets)
         self.spec = spec
         self.augment = augment
         self.seed = seed
         self.lidars = list(lidars) if lidars else None
+        self.skip_corrupt = skip_corrupt
+        self.skipped: set[int] = set()  # frames found bad in this process (each worker has its own)
         self._ends = np.cumsum([len(s) for s in self.sets]).tolist()
 
     def __len__(self) -> int:
@@ -142,6 +148,21 @@ class FrameDataset(Dataset):
         return part.source[part.indices[j]]
 
     def __getitem__(self, i: int) -> Sample:
+        if not self.skip_corrupt:
+            return self._sample(i)
+        for k in range(len(self)):  # a bad frame is replaced by the next good one, and reported once
+            at = (i + k) % len(self)
+            if at in self.skipped:
+                continue
+            try:
+                return self._sample(at)
+            except DataError as exc:
+                self.skipped.add(at)
+                _log.warning("skipping a corrupt frame (%d skipped so far in this process): %s",
+                             len(self.skipped), one_line(exc))
+        raise DataError(f"every one of the {len(self)} frames is corrupt (see the warnings above)")
+
+    def _sample(self, i: int) -> Sample:
         part, j = self._locate(i)
         record = part.source[part.indices[j]]
         spec = self.spec

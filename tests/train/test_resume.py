@@ -82,3 +82,28 @@ def test_checkpoints_every_n_steps_without_validation(team: Path, tmp_path: Path
     assert len(periodic(tmp_path / "on")) == 1
     assert _pretrain(team, tmp_path / "off", 3, "--checkpoint_every_n_steps", "0", *no_val) == 0
     assert periodic(tmp_path / "off") == []
+
+
+def _nan_box_frame(root: Path) -> Path:
+    import json
+
+    frame = sorted((root / "frames").rglob("*.json"))[0]  # a training frame (the last is held out)
+    doc = json.loads(frame.read_text())
+    doc["labels"]["objects"][0]["center"] = [float("nan"), 0.0, 0.0]
+    frame.write_text(json.dumps(doc))
+    return frame
+
+
+def test_a_frame_that_turns_bad_stops_the_run_or_is_skipped(tmp_path: Path, capsys, caplog) -> None:
+    root = tmp_path / "team"
+    write_example_team(root, load_rig(ROOT / "configs" / "rigs" / "fleet_xt32.yaml"), frames=4, seed=1)
+    bad = _nan_box_frame(root)
+    # without --data.init_args.skip_corrupt: one line naming the frame file and the object
+    assert _pretrain(root, tmp_path / "stop", 2) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and bad.name in err and "labels.objects[0]" in err, err
+    # with it: the frame is replaced by the next good one, reported by name, and the run finishes
+    with caplog.at_level("WARNING", logger="drivetl.data.dataset"):
+        assert _pretrain(root, tmp_path / "skip", 2, "--data.init_args.skip_corrupt", "true") == 0
+    skipped = [r.getMessage() for r in caplog.records if "skipping a corrupt frame" in r.getMessage()]
+    assert skipped and all(bad.name in m for m in skipped)
