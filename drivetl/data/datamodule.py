@@ -110,7 +110,10 @@ class FrameDataModule(pl.LightningDataModule):
     def _open_root(self, what: str):
         if self.hparams.root is None:
             raise DataError(f"no data: set --data.root to {what}")
-        return open_source(self.hparams.root, self.hparams.format)
+        source = open_source(self.hparams.root, self.hparams.format)
+        if not self.hparams.skip_corrupt and hasattr(source, "check_labels"):
+            source.check_labels()  # a bad label stops the run now, not at some step in a worker
+        return source
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         """`Batch.to` with ``non_blocking`` on CUDA (Lightning passes it only to plain tensors), so

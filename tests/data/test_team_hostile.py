@@ -119,3 +119,16 @@ def test_format_yaml_alias_bomb_is_refused(team: Path) -> None:
     (team / "format.yaml").write_text("\n".join(lines) + "\nclasses: {Car: vehicle}\n")
     with pytest.raises(DataError, match=r"format\.yaml: expands to more than"):
         TeamReader(team)
+
+
+@pytest.mark.parametrize("key", ["labels", "lidars", "cameras"])
+def test_sections_must_be_objects(team: Path, key: str) -> None:
+    def edit(doc):
+        doc[key] = [1, 2]
+
+    _edit_frame(team, edit)
+    with pytest.raises(DataError, match=rf"{key} must be a JSON object, got \[1, 2\]"):
+        TeamReader(team)[0]
+    if key == "labels":
+        with pytest.raises(DataError, match="labels must be a JSON object"):
+            TeamReader(team).check_labels()

@@ -102,6 +102,7 @@ def test_a_frame_that_turns_bad_stops_the_run_or_is_skipped(tmp_path: Path, caps
     assert _pretrain(root, tmp_path / "stop", 2) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and bad.name in err and "labels.objects[0]" in err, err
+    assert not (tmp_path / "stop" / "checkpoints").exists()  # refused at start-up, before any step
     # with it: the frame is replaced by the next good one, reported by name, and the run finishes
     with caplog.at_level("WARNING", logger="drivetl.data.dataset"):
         assert _pretrain(root, tmp_path / "skip", 2, "--data.init_args.skip_corrupt", "true") == 0

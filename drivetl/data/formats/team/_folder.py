@@ -34,7 +34,7 @@ from drivetl.data.formats.team._layout import (
     read_splits,
 )
 from drivetl.data.records import Boxes, CameraImage, FrameKey, FrameRecord, LidarPoints
-from drivetl.errors import DataError, RigError
+from drivetl.errors import DataError, RigError, short_repr
 
 if TYPE_CHECKING:
     from drivetl.calib import SensorRig
@@ -238,25 +238,27 @@ class TeamReader:
         doc = read_frame_json(path)
         rel = path.relative_to(self.root)
         lidars = {}
-        for name, spec in (doc.get("lidars") or {}).items():
+        for name, spec in _mapping(doc, "lidars", rel).items():
             lidars[name] = self._read_lidar(name, spec, rel)
         cameras = {}
-        for name, spec in (doc.get("cameras") or {}).items():
+        for name, spec in _mapping(doc, "cameras", rel).items():
             cameras[name] = self._read_camera(name, spec, rel)
-        labels = doc.get("labels") or {}
-        boxes, dropped = self._boxes(labels, rel)
+        boxes, dropped = self._boxes(_mapping(doc, "labels", rel), rel)
         for k, v in dropped.items():
             self.dropped[k] = self.dropped.get(k, 0) + v
-        pose = doc.get("world_from_vehicle")
-        try:
-            pose = np.eye(4) if pose is None else np.asarray(pose, dtype=np.float64).reshape(4, 4)
-        except (ValueError, TypeError):
-            raise DataError(f"{rel}: world_from_vehicle must be a 4x4 matrix of numbers") from None
-        if not np.isfinite(pose).all():
-            raise DataError(
-                f"{rel}: world_from_vehicle has NaN or inf entries; write the frame's pose or omit it"
-            )
-        return FrameRecord(key, self.rig, lidars, cameras, boxes, pose)
+        return FrameRecord(key, self.rig, lidars, cameras, boxes, _pose(doc, rel))
+
+    def check_labels(self) -> None:
+        """Read every frame file's labels and pose, without points or images, so that a bad label
+        stops a training run before its first step; DataError naming the frame file and key."""
+        for key in self.keys:
+            path = frame_file(self.root, key)
+            if not path.is_file():
+                raise DataError(f"{path}: frame {key} not found in {self.root}")
+            doc = read_frame_json(path)
+            rel = path.relative_to(self.root)
+            self._boxes(_mapping(doc, "labels", rel), rel)
+            _pose(doc, rel)
 
     def _read_lidar(self, name: str, spec: Mapping, rel: Path) -> LidarPoints:
         if not isinstance(spec, Mapping) or "file" not in spec:
@@ -313,6 +315,28 @@ class TeamReader:
             if m is None:
                 m = sensor.vehicle_from_camera
         return boxes_from_json(list(labels.get("objects") or []), self.format, m, str(rel))
+
+
+def _mapping(doc: Mapping, key: str, rel: Path) -> Mapping:
+    """`doc[key]` as a mapping ({} when absent); DataError naming the frame file otherwise."""
+    value = doc.get(key) or {}
+    if not isinstance(value, Mapping):
+        raise DataError(f"{rel}: {key} must be a JSON object, got {short_repr(value)}")
+    return value
+
+
+def _pose(doc: Mapping, rel: Path) -> np.ndarray:
+    """The frame's (4, 4) world_from_vehicle (identity when absent), finite."""
+    pose = doc.get("world_from_vehicle")
+    try:
+        pose = np.eye(4) if pose is None else np.asarray(pose, dtype=np.float64).reshape(4, 4)
+    except (ValueError, TypeError):
+        raise DataError(f"{rel}: world_from_vehicle must be a 4x4 matrix of numbers") from None
+    if not np.isfinite(pose).all():
+        raise DataError(
+            f"{rel}: world_from_vehicle has NaN or inf entries; write the frame's pose or omit it"
+        )
+    return pose
 
 
 def write_team(root: str | os.PathLike, rig, records: Iterable[tuple[FrameRecord, str]], **kwargs) -> int:
