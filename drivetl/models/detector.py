@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,7 @@ from drivetl.models.camera.encoder import CameraEncoder, CameraOutputs
 from drivetl.models.fusion import BEVFusion
 from drivetl.models.heads._coding import BoxCoding, prior_sizes
 from drivetl.models.heads._targets import BEVGeometry
-from drivetl.models.heads.centerpoint import CenterHead
+from drivetl.models.heads.centerpoint import CenterHead, Detections, decode
 from drivetl.models.lidar.encoder import LidarEncoder, LidarOutputs
 
 __all__ = ["BEVDetector", "DetectorOutputs"]
@@ -55,6 +56,11 @@ class DetectorOutputs:
     occupancy: torch.Tensor | None
     camera_to_lidar: torch.Tensor | None
     coding: BoxCoding = field(default_factory=BoxCoding)
+
+    def detections(self, **kwargs: Any) -> list[Detections]:
+        """The boxes of every frame: `drivetl.models.heads.decode` of the heatmap and regression
+        with this output's geometry and box coding; `kwargs` as `decode` takes them."""
+        return decode(self.heatmap, self.regression, self.geometry, coding=self.coding, **kwargs)
 
 
 class BEVDetector(nn.Module):

@@ -26,7 +26,6 @@ from drivetl.data.collate import Batch
 from drivetl.data.records import Boxes
 from drivetl.eval import DetectionEvaluator, EvalConfig
 from drivetl.eval import Detections as EvalDetections
-from drivetl.models import decode
 from drivetl.train.metrics import centre_matches
 
 __all__ = ["ValidationScores", "heatmap_entropy", "pseudo_label_batch"]
@@ -70,7 +69,7 @@ class ValidationScores:
 
     @torch.no_grad()
     def update(self, outputs, batch: Batch) -> None:
-        dets = decode(outputs.heatmap, outputs.regression, outputs.geometry, coding=outputs.coding)
+        dets = outputs.detections()
         gts = [batch.frame_boxes(i) for i in range(batch.batch_size)]
         m = centre_matches(
             dets,
@@ -117,13 +116,7 @@ class ValidationScores:
 @torch.no_grad()
 def pseudo_label_batch(batch: Batch, outputs, threshold: float) -> Batch:
     """`batch` with its boxes replaced by the decoded detections scoring >= `threshold` (teacher outputs)."""
-    dets = decode(
-        outputs.heatmap,
-        outputs.regression,
-        outputs.geometry,
-        score_threshold=threshold,
-        coding=outputs.coding,
-    )
+    dets = outputs.detections(score_threshold=threshold)
     boxes = [d.boxes.float() for d in dets]
     labels = [d.labels.long() for d in dets]
     offsets = np.cumsum([0] + [len(b) for b in boxes])

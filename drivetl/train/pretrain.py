@@ -17,7 +17,7 @@ import torch
 
 from drivetl.data.collate import Batch
 from drivetl.errors import ConfigError
-from drivetl.models import BEVDetector, decode, instantiate
+from drivetl.models import BEVDetector, instantiate
 from drivetl.models.checkpoint import META_KEY, detector_metadata
 from drivetl.train._optim import adamw_warmup_cosine
 from drivetl.train.losses import OBJECTIVES, total_loss
@@ -110,7 +110,7 @@ class PretrainModule(pl.LightningModule):
         if self.objectives.get("detection", 0) > 0:
             if self._mask_ratio() > 0:
                 outputs = self.model(batch)
-            dets = decode(outputs.heatmap, outputs.regression, outputs.geometry, coding=outputs.coding)
+            dets = outputs.detections()
             geo = outputs.geometry
             gts = []
             for i in range(b):  # ground truth the map can hold: centre inside the BEV extent

@@ -25,7 +25,6 @@ from drivetl.data.dataset import Collate, FrameDataset, FrameSet, open_source
 from drivetl.data.records import Boxes, FrameKey
 from drivetl.errors import DataError
 from drivetl.eval import DetectionEvaluator, Detections
-from drivetl.models import decode
 from drivetl.models.adapters import adapted_forward
 from drivetl.workflows._evaluate_load import LoadedModel
 
@@ -152,26 +151,14 @@ def run_model(
         for samples, batch in loader:
             batch = batch.to(device)
             outs = adapted_forward(model, batch)
-            dets = decode(
-                outs.heatmap,
-                outs.regression,
-                outs.geometry,
-                score_threshold=score_threshold,
-                coding=outs.coding,
-            )
+            dets = outs.detections(score_threshold=score_threshold)
             for s, d in zip(samples, dets, strict=True):
                 run.frames.append(FramePrediction(s.key, s.boxes, _to_detections(d, loaded)))
             if cameras and outs.camera is not None:
                 cover += float(outs.camera.coverage.float().mean())
             if check:
                 blind = adapted_forward(model, hide_cameras(batch))
-                bd = decode(
-                    blind.heatmap,
-                    blind.regression,
-                    blind.geometry,
-                    score_threshold=score_threshold,
-                    coding=blind.coding,
-                )
+                bd = blind.detections(score_threshold=score_threshold)
                 for s, d in zip(samples, bd, strict=True):
                     run.blind.append(FramePrediction(s.key, s.boxes, _to_detections(d, loaded)))
                 h1, h0 = outs.heatmap.float().sigmoid(), blind.heatmap.float().sigmoid()

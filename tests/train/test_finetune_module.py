@@ -15,6 +15,7 @@ from drivetl.data.datamodule import FinetuneDataModule
 from drivetl.data.formats.team._example import write_example_team
 from drivetl.data.synthetic import synthetic_sample
 from drivetl.errors import CheckpointError, ConfigError
+from drivetl.models import DetectorOutputs
 from drivetl.models._keys import KeyRouted
 from drivetl.models.adapters import build_adapted, load_finetuned, save_adapters
 from drivetl.models.heads import BEVGeometry, BoxCoding
@@ -246,10 +247,9 @@ def test_pseudo_labels_and_entropy() -> None:
     reg = torch.zeros(2, 8, 16, 16)
     reg[:, 7] = 1.0  # cos(heading) = 1
 
-    class Out:
-        heatmap, regression, geometry = heat, reg, geo
-        coding = BoxCoding()  # plain sizes, sin/cos heading
-
+    # the head's outputs only (plain sizes, sin/cos heading); the encoders' fields are not read
+    Out = DetectorOutputs(heat, reg, geo, None, None, torch.ones(2, dtype=torch.bool), heat, None, None,
+                          coding=BoxCoding())
     b = batch()
     pseudo = pseudo_label_batch(b, Out, threshold=0.5)
     assert pseudo.box_offsets.tolist() == [0, 1, 1]
