@@ -82,12 +82,9 @@ def read_hesai_csv(path: Path) -> VendorTable:
 
 def read_velodyne_yaml(path: Path) -> VendorTable:
     """Velodyne ROS driver calibration YAML: `lasers` with `vert_correction`, `rot_correction` (radians)."""
-    import yaml
+    from drivetl._io import read_yaml
 
-    try:
-        doc = yaml.safe_load(_text(path))
-    except yaml.YAMLError as exc:
-        raise RigError(f"{path}: not valid YAML ({exc})") from None
+    doc = read_yaml(_text(path), str(path), RigError)
     lasers = doc.get("lasers") if isinstance(doc, dict) else None
     if not isinstance(lasers, list) or not lasers:
         raise RigError(f"{path}: no 'lasers' list; is this a Velodyne driver calibration file?")

@@ -51,16 +51,15 @@ def write_beams(rig_path: Path, inclinations_deg: list[float], lidar: str | None
     """Set `beams.inclinations_deg` of one LiDAR in a rig file (atomically, validated before writing)."""
     import yaml
 
-    from drivetl._io import atomic_write_text
+    from drivetl._io import atomic_write_text, read_yaml
     from drivetl.calib import rig_from_dict
     from drivetl.errors import RigError
 
     try:
-        doc = yaml.safe_load(rig_path.read_text())
-    except OSError as exc:
-        raise RigError(f"{rig_path}: cannot read the rig file ({exc})") from exc
-    except yaml.YAMLError as exc:
-        raise RigError(f"{rig_path}: not valid YAML ({exc})") from exc
+        text = rig_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RigError(f"{rig_path}: cannot read the rig file ({exc})") from None
+    doc = read_yaml(text, str(rig_path), RigError)
     lidars = (doc or {}).get("lidars") if isinstance(doc, dict) else None
     if not isinstance(lidars, list) or not lidars:
         raise RigError(f"{rig_path}: lidars: the rig lists no LiDAR to write beams into")
