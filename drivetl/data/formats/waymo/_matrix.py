@@ -3,14 +3,14 @@
 A range image is stored as ``zlib(serialized MatrixFloat)``. A `MatrixFloat` is two protobuf fields:
 ``data`` (field 1, packed little-endian float32) and ``shape`` (field 2, a `MatrixShape` whose field 1
 holds the dims as varints). Parsing those two fields by hand lets `np.frombuffer` view the inflated
-bytes directly (no per-float work), which is what makes decoding run at zlib speed.
+bytes directly (no per-float work), which is what makes decoding run at inflate speed.
 """
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
+
+from drivetl.data.formats.waymo import _zlib
 
 
 class MatrixFormatError(ValueError):
@@ -97,8 +97,8 @@ def parse_matrix(raw: bytes | bytearray | memoryview, dtype: str) -> np.ndarray:
 
 
 def inflate_matrix(compressed: bytes, dtype: str = "<f4") -> np.ndarray:
-    """zlib-inflate then parse one compressed Waymo matrix (see `parse_matrix`)."""
-    return parse_matrix(zlib.decompress(compressed), dtype)
+    """Inflate (libdeflate or zlib, see `_zlib`) then parse one compressed Waymo matrix (`parse_matrix`)."""
+    return parse_matrix(_zlib.inflate(compressed), dtype)
 
 
 def _put_varint(out: bytearray, value: int) -> None:
@@ -132,8 +132,9 @@ def serialize_matrix_float(array: np.ndarray) -> bytes:
 
 
 def compress_matrix_float(array: np.ndarray, level: int = 6) -> bytes:
-    """zlib(MatrixFloat(array)), as Waymo stores range images and pixel poses."""
-    return zlib.compress(serialize_matrix_float(array), level)
+    """zlib(MatrixFloat(array)), as Waymo stores range images and pixel poses (a standard zlib stream,
+    compressed through libdeflate when it is installed)."""
+    return _zlib.compress(serialize_matrix_float(array), level)
 
 
 def compress_zero_matrix_int32(shape: tuple[int, ...], level: int = 6) -> bytes:
@@ -151,4 +152,4 @@ def compress_zero_matrix_int32(shape: tuple[int, ...], level: int = 6) -> bytes:
     out.append(0x12)
     _put_varint(out, len(dims))
     out += dims
-    return zlib.compress(bytes(out), level)
+    return _zlib.compress(bytes(out), level)
