@@ -98,21 +98,47 @@ def camera_model(cal: Any, image: Any | None, where: str) -> CameraModel:
     vehicle_from_camera with the camera frame x forward, y left, z up. The readout time is the
     image's ``camera_readout_done_time - camera_trigger_time - shutter`` (0 when absent).
     """
-    from drivetl.calib import CameraModel
-
     name = camera_name(int(cal.name), where)
     intr = list(cal.intrinsic)
     if len(intr) < 4:
         raise DataError(f"{where}: camera {name} intrinsic has {len(intr)} values, expected 9")
-    intr = intr + [0.0] * (9 - len(intr))
     readout = 0.0
     if image is not None and image.camera_readout_done_time > 0:
-        readout = max(0.0, image.camera_readout_done_time - image.camera_trigger_time - image.shutter)
-    direction = int(cal.rolling_shutter_direction)
+        readout = image.camera_readout_done_time - image.camera_trigger_time - image.shutter
+    return make_camera_model(
+        name,
+        intr,
+        transform_from_proto(cal.extrinsic.transform, f"{where}: camera {name} extrinsic"),
+        int(cal.width),
+        int(cal.height),
+        int(cal.rolling_shutter_direction),
+        readout,
+    )
+
+
+def make_camera_model(
+    name: str,
+    intrinsic: list[float],
+    vehicle_from_camera: np.ndarray,
+    width: int,
+    height: int,
+    rolling_shutter_direction: int,
+    readout_time_s: float,
+) -> CameraModel:
+    """A `CameraModel` from Waymo's calibration values (shared by the v1 and v2 readers).
+
+    intrinsic: ``f_u, f_v, c_u, c_v[, k1, k2, p1, p2, k3]`` (missing distortion terms are 0);
+    vehicle_from_camera: (4, 4) float64; rolling_shutter_direction: Waymo's enum value;
+    readout_time_s: clamped at 0.
+    """
+    from drivetl.calib import CameraModel
+
+    intr = [float(v) for v in intrinsic] + [0.0] * (9 - len(intrinsic))
+    direction = int(rolling_shutter_direction)
     return CameraModel(
         name=name,
-        width=int(cal.width),
-        height=int(cal.height),
+        width=int(width),
+        height=int(height),
         fx=intr[0],
         fy=intr[1],
         cx=intr[2],
@@ -122,23 +148,18 @@ def camera_model(cal: Any, image: Any | None, where: str) -> CameraModel:
         p1=intr[6],
         p2=intr[7],
         k3=intr[8],
-        vehicle_from_camera=transform_from_proto(
-            cal.extrinsic.transform, f"{where}: camera {name} extrinsic"
-        ),
+        vehicle_from_camera=vehicle_from_camera,
         rolling_shutter_direction=ROLLING_SHUTTER_DIRECTIONS[direction]
-        if direction < len(ROLLING_SHUTTER_DIRECTIONS)
+        if 0 <= direction < len(ROLLING_SHUTTER_DIRECTIONS)
         else "UNKNOWN",
-        readout_time_s=float(readout),
+        readout_time_s=max(0.0, float(readout_time_s)),
     )
 
 
-def fill_laser_calibration(proto: Any, lidar: LidarModel, laser_id: int) -> None:
-    """Write one LaserCalibration: explicit beam inclinations unless they follow the uniform rule."""
+def beam_inclination_fields(lidar: LidarModel) -> tuple[list[float], float, float]:
+    """(explicit beam inclinations, min, max) as Waymo stores a laser's: no explicit values when
+    they follow the uniform rule (then min/max are the rule's bounds, as Waymo's side lasers)."""
     inc = np.asarray(lidar.inclinations, dtype=np.float64)
-    proto.name = laser_id
-    proto.extrinsic.transform.extend(
-        np.asarray(lidar.vehicle_from_lidar, dtype=np.float64).reshape(-1).tolist()
-    )
     if inc.size >= 2:
         step = (inc[-1] - inc[0]) / (inc.size - 1)
         lo, hi = inc[0] - 0.5 * step, inc[-1] + 0.5 * step
@@ -148,12 +169,20 @@ def fill_laser_calibration(proto: Any, lidar: LidarModel, laser_id: int) -> None
         uniform_inclinations(inc.size, lo, hi), inc, rtol=0, atol=_UNIFORM_TOL
     )
     if uniform:
-        proto.beam_inclination_min = float(lo)
-        proto.beam_inclination_max = float(hi)
-    else:
-        proto.beam_inclinations.extend(inc.tolist())
-        proto.beam_inclination_min = float(inc.min()) if inc.size else 0.0
-        proto.beam_inclination_max = float(inc.max()) if inc.size else 0.0
+        return [], float(lo), float(hi)
+    return inc.tolist(), float(inc.min()) if inc.size else 0.0, float(inc.max()) if inc.size else 0.0
+
+
+def fill_laser_calibration(proto: Any, lidar: LidarModel, laser_id: int) -> None:
+    """Write one LaserCalibration: explicit beam inclinations unless they follow the uniform rule."""
+    proto.name = laser_id
+    proto.extrinsic.transform.extend(
+        np.asarray(lidar.vehicle_from_lidar, dtype=np.float64).reshape(-1).tolist()
+    )
+    values, lo, hi = beam_inclination_fields(lidar)
+    proto.beam_inclinations.extend(values)
+    proto.beam_inclination_min = lo
+    proto.beam_inclination_max = hi
 
 
 def fill_camera_calibration(proto: Any, camera: CameraModel, camera_id: int) -> None:

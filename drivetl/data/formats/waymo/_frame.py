@@ -1,4 +1,5 @@
-"""`WaymoFrame`: one Waymo v1 Frame, decoded lazily into drivetl's types."""
+"""`WaymoFrame`: one Waymo v1 Frame, decoded lazily into drivetl's types; `BaseWaymoFrame`: what a
+v1 and a v2 frame share (points, features, rig, record)."""
 
 from __future__ import annotations
 
@@ -31,45 +32,34 @@ from drivetl.errors import DataError
 
 if TYPE_CHECKING:
     from drivetl.calib import CameraModel, SensorRig
+    from drivetl.data.formats.waymo._writer import RangeImageData
 
 
-class WaymoFrame:
-    """One Frame of a Waymo v1 TFRecord.
+class BaseWaymoFrame:
+    """What every Waymo frame offers, whichever release it was read from.
 
-    Points are decoded on first use (all lasers and both returns at once, in parallel threads) and
-    cached. Every point array is float32 in the vehicle frame of this frame (x forward, y left, z up,
-    metres), in the order of Waymo's own converter: for each return (1, then 2), for each laser in
-    LaserName order (TOP, FRONT, SIDE_LEFT, SIDE_RIGHT, REAR), the range image pixels with range > 0
-    in row-major order.
+    A subclass provides `key`, `world_from_vehicle`, `laser_calibrations`, `images`,
+    `image_poses`, `cameras()`, `boxes` and `_decode()` ({(laser, return): DecodedLaser}); this
+    class builds the points, features, rig and record from them. Every point array is float32 in
+    the vehicle frame of this frame (x forward, y left, z up, metres), in the order of Waymo's own
+    converter: for each return (1, then 2), for each laser in LaserName order (TOP, FRONT,
+    SIDE_LEFT, SIDE_RIGHT, REAR), the range image pixels with range > 0 in row-major order.
     """
 
-    def __init__(self, proto: Any, *, where: str, threads: int = 1) -> None:
-        self.proto = proto
-        self.where = where
-        self.threads = threads
-        self.laser_calibrations: dict[str, LaserCalib] = laser_calibs(proto.context, where)
-        for laser in proto.lasers:
-            if not (laser.ri_return1.range_image_compressed or laser.ri_return2.range_image_compressed):
-                continue  # an empty entry (Waymo's own files have them when range images were removed)
-            name = laser_name(int(laser.name), where)
-            if name not in self.laser_calibrations:
-                raise DataError(
-                    f"{where}: laser {name} has range images but the frame's context has no calibration "
-                    "for it "
-                    f"(it has {sorted(self.laser_calibrations) or 'none'}); the file was written incompletely"
-                )
-        self._decoded: dict[tuple[str, int], DecodedLaser] | None = None
+    where: str
+    laser_calibrations: dict[str, LaserCalib]
+    key: FrameKey
+    world_from_vehicle: np.ndarray
+    images: Mapping[str, CameraImage]
+    image_poses: Mapping[str, np.ndarray]
+    boxes: Boxes
 
-    # ------------------------------------------------------------------ identity and pose
-    @functools.cached_property
-    def key(self) -> FrameKey:
-        """Segment (context name) and timestamp in microseconds."""
-        return FrameKey(self.proto.context.name, int(self.proto.timestamp_micros))
+    def _decode(self) -> dict[tuple[str, int], DecodedLaser]:
+        raise NotImplementedError
 
-    @functools.cached_property
-    def world_from_vehicle(self) -> np.ndarray:
-        """(4, 4) float64 frame pose (identity when the frame has none)."""
-        return transform_from_proto(self.proto.pose.transform, f"{self.where}: frame pose")
+    def cameras(self) -> tuple[CameraModel, ...]:
+        """Camera models from the frame's calibrations, in CameraName order."""
+        raise NotImplementedError
 
     @property
     def lasers(self) -> tuple[str, ...]:
@@ -78,13 +68,6 @@ class WaymoFrame:
         return tuple(n for n in LASER_NAMES if n in names)
 
     # ------------------------------------------------------------------ points
-    def _decode(self) -> dict[tuple[str, int], DecodedLaser]:
-        if self._decoded is None:
-            self._decoded = decode_lasers(
-                self.proto, self.laser_calibrations, self.world_from_vehicle, self.where, self.threads
-            )
-        return self._decoded
-
     def _parts(self, laser: str | None, return_index: int | None) -> list[tuple[str, int, DecodedLaser]]:
         if laser is not None and laser not in LASER_IDS:
             raise ValueError(f"laser must be one of {LASER_NAMES} or None, got {laser!r}")
@@ -132,6 +115,108 @@ class WaymoFrame:
                 return decoded[(laser, ret)].shape
         return DEFAULT_LASER_SHAPE.get(laser, (64, 2650))
 
+    # ------------------------------------------------------------------ rig and record
+    @functools.cached_property
+    def rig(self) -> SensorRig:
+        """A `SensorRig` built from the frame's laser and camera calibrations (name "waymo")."""
+        from drivetl.calib import SensorRig
+
+        lidars = tuple(
+            lidar_model(self.laser_calibrations[n], self.range_image_shape(n), self.where)
+            for n in LASER_NAMES
+            if n in self.laser_calibrations
+        )
+        return SensorRig(
+            name="waymo", lidars=lidars, cameras=self.cameras(), ground=0.0, source_path=self.where
+        )
+
+    def to_record(self, *, drop_no_label_zone: bool = False) -> FrameRecord:
+        """This frame as a `FrameRecord`: one `LidarPoints` per laser (both returns, vehicle frame, raw
+        intensity, columns `RECORD_COLUMNS`), JPEG images, the rig, boxes and the frame pose."""
+        lidars = {}
+        for name in self.lasers:
+            feats = self.point_features(name)
+            if drop_no_label_zone:
+                feats = feats[feats[:, FEATURE_COLUMNS.index("no_label_zone")] == 0]
+            cols = [FEATURE_COLUMNS.index(c) for c in RECORD_COLUMNS]
+            lidars[name] = LidarPoints(name, np.ascontiguousarray(feats[:, cols]), RECORD_COLUMNS, "vehicle")
+        return FrameRecord(
+            key=self.key,
+            rig=self.rig,
+            lidars=lidars,
+            cameras=dict(self.images),
+            boxes=self.boxes,
+            world_from_vehicle=self.world_from_vehicle,
+        )
+
+    def __repr__(self) -> str:
+        return f"WaymoFrame({self.key}, lasers={list(self.lasers)}, cameras={list(self.images)})"
+
+
+class WaymoFrame(BaseWaymoFrame):
+    """One Frame of a Waymo v1 TFRecord.
+
+    Points are decoded on first use (all lasers and both returns at once, in parallel threads) and
+    cached; see `BaseWaymoFrame` for the frame, units and order of every point array.
+    """
+
+    def __init__(self, proto: Any, *, where: str, threads: int = 1) -> None:
+        self.proto = proto
+        self.where = where
+        self.threads = threads
+        self.laser_calibrations = laser_calibs(proto.context, where)
+        for laser in proto.lasers:
+            if not (laser.ri_return1.range_image_compressed or laser.ri_return2.range_image_compressed):
+                continue  # an empty entry (Waymo's own files have them when range images were removed)
+            name = laser_name(int(laser.name), where)
+            if name not in self.laser_calibrations:
+                raise DataError(
+                    f"{where}: laser {name} has range images but the frame's context has no calibration "
+                    "for it "
+                    f"(it has {sorted(self.laser_calibrations) or 'none'}); the file was written incompletely"
+                )
+        self._decoded: dict[tuple[str, int], DecodedLaser] | None = None
+
+    # ------------------------------------------------------------------ identity and pose
+    @functools.cached_property
+    def key(self) -> FrameKey:
+        """Segment (context name) and timestamp in microseconds."""
+        return FrameKey(self.proto.context.name, int(self.proto.timestamp_micros))
+
+    @functools.cached_property
+    def world_from_vehicle(self) -> np.ndarray:
+        """(4, 4) float64 frame pose (identity when the frame has none)."""
+        return transform_from_proto(self.proto.pose.transform, f"{self.where}: frame pose")
+
+    def _decode(self) -> dict[tuple[str, int], DecodedLaser]:
+        if self._decoded is None:
+            self._decoded = decode_lasers(
+                self.proto, self.laser_calibrations, self.world_from_vehicle, self.where, self.threads
+            )
+        return self._decoded
+
+    def range_images(self) -> dict[str, RangeImageData]:
+        """Laser name -> its range images as stored (both returns, the TOP pixel pose), inflated: what
+        `WaymoWriter` or `WaymoV2Writer` takes to write this frame again (v1 -> v2 conversion)."""
+        from drivetl.data.formats.waymo._decode import _inflate
+        from drivetl.data.formats.waymo._writer import RangeImageData
+
+        out = {}
+        for laser in self.proto.lasers:
+            returns = [r for r in (laser.ri_return1, laser.ri_return2) if r.range_image_compressed]
+            if not returns:
+                continue
+            name = laser_name(int(laser.name), self.where)
+            where = f"{self.where}: laser {name}"
+            images = [_inflate(r.range_image_compressed, where) for r in returns]
+            blob = laser.ri_return1.range_image_pose_compressed
+            pose = _inflate(blob, f"{where} pixel pose") if blob and name == "TOP" else None
+            try:
+                out[name] = RangeImageData(name, np.stack(images), pose)
+            except ValueError as exc:
+                raise DataError(f"{where}: {exc}") from None
+        return out
+
     # ------------------------------------------------------------------ cameras, calibration, labels
     @functools.cached_property
     def images(self) -> Mapping[str, CameraImage]:
@@ -162,42 +247,6 @@ class WaymoFrame:
         return tuple(camera_model(c, images.get(int(c.name)), self.where) for c in cals)
 
     @functools.cached_property
-    def rig(self) -> SensorRig:
-        """A `SensorRig` built from the frame's laser and camera calibrations (name "waymo")."""
-        from drivetl.calib import SensorRig
-
-        lidars = tuple(
-            lidar_model(self.laser_calibrations[n], self.range_image_shape(n), self.where)
-            for n in LASER_NAMES
-            if n in self.laser_calibrations
-        )
-        return SensorRig(
-            name="waymo", lidars=lidars, cameras=self.cameras(), ground=0.0, source_path=self.where
-        )
-
-    @functools.cached_property
     def boxes(self) -> Boxes:
         """Laser labels as `Boxes` in the vehicle frame (TYPE_UNKNOWN labels dropped)."""
         return boxes_from_labels(self.proto.laser_labels)[0]
-
-    def to_record(self, *, drop_no_label_zone: bool = False) -> FrameRecord:
-        """This frame as a `FrameRecord`: one `LidarPoints` per laser (both returns, vehicle frame, raw
-        intensity, columns `RECORD_COLUMNS`), JPEG images, the rig, boxes and the frame pose."""
-        lidars = {}
-        for name in self.lasers:
-            feats = self.point_features(name)
-            if drop_no_label_zone:
-                feats = feats[feats[:, FEATURE_COLUMNS.index("no_label_zone")] == 0]
-            cols = [FEATURE_COLUMNS.index(c) for c in RECORD_COLUMNS]
-            lidars[name] = LidarPoints(name, np.ascontiguousarray(feats[:, cols]), RECORD_COLUMNS, "vehicle")
-        return FrameRecord(
-            key=self.key,
-            rig=self.rig,
-            lidars=lidars,
-            cameras=dict(self.images),
-            boxes=self.boxes,
-            world_from_vehicle=self.world_from_vehicle,
-        )
-
-    def __repr__(self) -> str:
-        return f"WaymoFrame({self.key}, lasers={list(self.lasers)}, cameras={list(self.images)})"

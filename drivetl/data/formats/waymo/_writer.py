@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from drivetl.data.formats.waymo._matrix import compress_matrix_float, compress_z
 from drivetl.data.formats.waymo._names import CAMERA_IDS, CAMERA_NAMES, LASER_IDS, LASER_NAMES
 from drivetl.data.records import FrameRecord
 from drivetl.errors import DataError
+
+if TYPE_CHECKING:
+    from drivetl.calib import CameraModel, LidarModel
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,7 +58,8 @@ class RangeImageData:
             object.__setattr__(self, "pixel_pose", pose)
 
 
-def _jpeg_bytes(data: bytes, encoding: str) -> bytes:
+def jpeg_bytes(data: bytes, encoding: str) -> bytes:
+    """JPEG bytes of an encoded camera image (PNG is re-encoded at quality 95)."""
     if encoding == "jpeg":
         return bytes(data)
     from PIL import Image
@@ -63,6 +68,34 @@ def _jpeg_bytes(data: bytes, encoding: str) -> bytes:
         buf = io.BytesIO()
         im.convert("RGB").save(buf, format="JPEG", quality=95)
         return buf.getvalue()
+
+
+def check_frame(
+    record: FrameRecord, range_images: Mapping[str, RangeImageData], where: str
+) -> tuple[dict[str, LidarModel], dict[str, CameraModel]]:
+    """The rig's lidars and cameras by name, after checking that a Waymo file can hold the frame:
+    Waymo sensor names only, and a calibration of the range image's size for every range image."""
+    lidars = {lid.name: lid for lid in record.rig.lidars}
+    cameras = {cam.name: cam for cam in record.rig.cameras}
+    for name in list(lidars) + list(range_images):
+        if name not in LASER_IDS:
+            raise DataError(f"{where}: lidar {name!r} is not a Waymo laser name ({', '.join(LASER_NAMES)})")
+    for name in list(cameras) + list(record.cameras):
+        if name not in CAMERA_IDS:
+            raise DataError(
+                f"{where}: camera {name!r} is not a Waymo camera name ({', '.join(CAMERA_NAMES)})"
+            )
+    for name, data in range_images.items():
+        if name not in lidars:
+            raise DataError(f"{where}: range image for laser {name} but the rig has no calibration for it")
+        lidar = lidars[name]
+        _, height, width, _ = data.range_image.shape
+        if len(lidar.inclinations) != height or int(lidar.columns) != width:
+            raise DataError(
+                f"{where}: laser {name} range image is {height}x{width} but the rig says "
+                f"{len(lidar.inclinations)} beams x {lidar.columns} columns"
+            )
+    return lidars, cameras
 
 
 def build_frame(
@@ -80,17 +113,7 @@ def build_frame(
     frame.context.name = record.key.segment
     frame.timestamp_micros = int(record.key.timestamp_us)
     frame.pose.transform.extend(np.asarray(record.world_from_vehicle, np.float64).reshape(-1).tolist())
-    rig = record.rig
-    lidars = {lid.name: lid for lid in rig.lidars}
-    cameras = {cam.name: cam for cam in rig.cameras}
-    for name in list(lidars) + list(range_images):
-        if name not in LASER_IDS:
-            raise DataError(f"{where}: lidar {name!r} is not a Waymo laser name ({', '.join(LASER_NAMES)})")
-    for name in list(cameras) + list(record.cameras):
-        if name not in CAMERA_IDS:
-            raise DataError(
-                f"{where}: camera {name!r} is not a Waymo camera name ({', '.join(CAMERA_NAMES)})"
-            )
+    lidars, cameras = check_frame(record, range_images, where)
     for name in LASER_NAMES:
         if name in lidars:
             fill_laser_calibration(frame.context.laser_calibrations.add(), lidars[name], LASER_IDS[name])
@@ -104,7 +127,7 @@ def build_frame(
         img = record.cameras[name]
         im = frame.images.add()
         im.name = CAMERA_IDS[name]
-        im.image = _jpeg_bytes(img.data, img.encoding)
+        im.image = jpeg_bytes(img.data, img.encoding)
         im.pose.transform.extend(np.asarray(record.world_from_vehicle, np.float64).reshape(-1).tolist())
         im.pose_timestamp = seconds
         im.camera_trigger_time = seconds
@@ -114,15 +137,7 @@ def build_frame(
         if name not in range_images:
             continue
         data = range_images[name]
-        if name not in lidars:
-            raise DataError(f"{where}: range image for laser {name} but the rig has no calibration for it")
-        lidar = lidars[name]
         _, height, width, _ = data.range_image.shape
-        if len(lidar.inclinations) != height or int(lidar.columns) != width:
-            raise DataError(
-                f"{where}: laser {name} range image is {height}x{width} but the rig says "
-                f"{len(lidar.inclinations)} beams x {lidar.columns} columns"
-            )
         laser = frame.lasers.add()
         laser.name = LASER_IDS[name]
         for ret, ri in enumerate(data.range_image):
