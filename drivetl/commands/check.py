@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 
 DESCRIPTION = (
-    "Check a team-format folder (or Waymo TFRecords) before training: writes REPORT_DIR/report.md with "
-    "LiDAR-on-camera overlays, a bird's-eye view, histograms against a source dataset, points per box and "
-    "box sizes, and lists warnings with their fixes. Exit code 1 when a warning is an error."
+    "Check a team-format folder (or Waymo TFRecords, or a Waymo v2 folder) before training: writes "
+    "REPORT_DIR/report.md with LiDAR-on-camera overlays, a bird's-eye view, histograms against a source "
+    "dataset, points per box and box sizes, and lists warnings with their fixes. Exit code 1 when a warning "
+    "is an error."
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `drivetl check`."""
     parser.add_argument(
-        "data", metavar="DATA", help="team-format folder (with rig.yaml) or Waymo .tfrecord(s)"
+        "data",
+        metavar="DATA",
+        help="team-format folder (with rig.yaml), Waymo .tfrecord(s) or a Waymo v2 folder",
     )
     parser.add_argument(
         "--against", metavar="SOURCE", help="source dataset to compare with (same kinds as DATA)"

@@ -1,20 +1,24 @@
-"""`drivetl convert waymo SRC... OUT`: Waymo v1 TFRecords -> the training cache (parallel, resumable)."""
+"""`drivetl convert waymo SRC... OUT`: Waymo v1 TFRecords or v2 folders -> the training cache (parallel,
+resumable)."""
 
 from __future__ import annotations
 
 import argparse
 
 DESCRIPTION = (
-    "Convert Waymo Open Dataset v1 TFRecords (files or folders) into the training cache OUT: one shard per "
-    "file, several files in parallel (--workers). A rerun skips finished shards; an interrupted run leaves "
-    "no half-written shard. Prints a summary at the end; exit code 2 when a file could not be converted."
+    "Convert Waymo Open Dataset v1 TFRecords (files or folders) or v2 dataset folders (Parquet components) "
+    "into the training cache OUT: one shard per v1 file or v2 segment, several in parallel (--workers). A "
+    "rerun skips finished shards; an interrupted run leaves no half-written shard. Prints a summary at the "
+    "end; exit code 2 when a source could not be converted."
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `drivetl convert`."""
     parser.add_argument(
-        "kind", choices=["waymo"], help="source format (waymo: Waymo Open Dataset v1 TFRecords)"
+        "kind",
+        choices=["waymo"],
+        help="source format (waymo: Waymo Open Dataset v1 TFRecords or v2 folders, told apart by content)",
     )
     parser.add_argument(
         "paths", nargs="+", metavar="PATH", help="source files or folders, then the output folder OUT"

@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format",
         default="auto",
-        choices=("auto", "team", "waymo", "cache"),
+        choices=("auto", "team", "waymo", "waymo-v2", "cache"),
         help="data format (default: decided from the folder)",
     )
     parser.add_argument("--max-frames", type=int, help="evaluate only the first N frames")

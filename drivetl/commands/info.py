@@ -1,20 +1,22 @@
-"""`drivetl info FILE.tfrecord`: what a Waymo v1 file holds (frames, lasers, cameras, labels, points)."""
+"""`drivetl info PATH`: what a Waymo v1 file or v2 folder holds (frames, lasers, cameras, labels, points)."""
 
 from __future__ import annotations
 
 import argparse
 
 DESCRIPTION = (
-    "Print what a Waymo Open Dataset v1 TFRecord holds: frames, segments, lasers and range image sizes, "
-    "cameras and image sizes, labels per class and points per laser and return. CRCs are always verified; "
-    "the first damaged record stops it (exit code 2). With --check, damaged records and frames are counted "
-    "instead (exit code 1 when there are any)."
+    "Print what a Waymo Open Dataset v1 TFRecord or v2 dataset folder (Parquet components) holds: frames, "
+    "segments, lasers and range image sizes, cameras and image sizes, labels per class and points per laser "
+    "and return. CRCs are always verified; the first damaged record or frame stops it (exit code 2). With "
+    "--check, damaged records and frames are counted instead (exit code 1 when there are any)."
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `drivetl info`."""
-    parser.add_argument("file", metavar="FILE", help="a Waymo v1 .tfrecord file")
+    parser.add_argument(
+        "file", metavar="PATH", help="a Waymo v1 .tfrecord file or a Waymo v2 dataset folder"
+    )
     parser.add_argument(
         "--check", action="store_true", help="go on past damaged records and frames, counting them"
     )
@@ -26,11 +28,17 @@ def run(args: argparse.Namespace) -> int:
     from collections import Counter
     from pathlib import Path
 
-    from drivetl.data.formats.waymo import LASER_NAMES, WaymoV1Reader
+    from drivetl.data.formats.waymo import LASER_NAMES, WaymoV1Reader, WaymoV2Reader, is_v2_folder
     from drivetl.errors import DataError
 
     path = Path(args.file)
-    reader = WaymoV1Reader(path, skip_corrupt=args.check)
+    v2 = is_v2_folder(path)
+    if v2:
+        reader = WaymoV2Reader(path)
+        size = sum(f.stat().st_size for f in path.rglob("*.parquet"))
+    else:
+        reader = WaymoV1Reader(path, skip_corrupt=args.check)
+        size = path.stat().st_size
     frames = 0
     segments: Counter[str] = Counter()
     times: list[int] = []
@@ -40,25 +48,28 @@ def run(args: argparse.Namespace) -> int:
     cameras: dict[str, tuple[int, int]] = {}
     bad_frames: list[str] = []
     for frame in reader:
-        frames += 1
-        segments[frame.key.segment] += 1
-        times.append(frame.key.timestamp_us)
-        labels.update(frame.boxes.classes)
-        for name, img in frame.images.items():
-            cameras.setdefault(name, img.size())
-        if args.no_points:
-            continue
         try:
-            for name in frame.lasers:
-                shapes.setdefault(name, frame.range_image_shape(name))
-                for ret in (1, 2):
-                    points[(name, ret)] += len(frame.points(name, ret))
+            frame_labels = frame.boxes.classes
+            frame_cameras = {name: img.size() for name, img in frame.images.items()}
+            frame_points: Counter[tuple[str, int]] = Counter()
+            if not args.no_points:
+                for name in frame.lasers:
+                    shapes.setdefault(name, frame.range_image_shape(name))
+                    for ret in (1, 2):
+                        frame_points[(name, ret)] += len(frame.points(name, ret))
         except DataError as exc:
             if not args.check:
                 raise
             bad_frames.append(str(exc))
-    size = path.stat().st_size
-    print(f"file: {path} ({size / 1e6:.1f} MB)")
+            continue
+        frames += 1
+        segments[frame.key.segment] += 1
+        times.append(frame.key.timestamp_us)
+        labels.update(frame_labels)
+        for name, wh in frame_cameras.items():
+            cameras.setdefault(name, wh)
+        points.update(frame_points)
+    print(f"{'folder' if v2 else 'file'}: {path} ({size / 1e6:.1f} MB)")
     print(f"frames: {frames} in {len(segments)} segment(s)")
     for seg, n in segments.most_common():
         print(f"  {seg}: {n} frames")
@@ -77,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     print("labels: " + (", ".join(f"{c} {n}" for c, n in labels.most_common()) or "none"))
     if args.check:
         damaged = reader.skipped + len(bad_frames)
-        print(f"check: {damaged} damaged record(s)" + ("" if damaged else "; all CRCs verified"))
+        what = "frame(s)" if v2 else "record(s)"
+        print(f"check: {damaged} damaged {what}" + ("" if damaged or v2 else "; all CRCs verified"))
         for msg in bad_frames:
             print(f"  {msg}")
         return 1 if damaged else 0

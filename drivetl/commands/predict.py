@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--split", help="predict this split of a team folder (splits/SPLIT.txt)")
     parser.add_argument(
-        "--format", default="auto", choices=("auto", "team", "waymo", "cache"), help="data format"
+        "--format", default="auto", choices=("auto", "team", "waymo", "waymo-v2", "cache"), help="data format"
     )
     parser.add_argument("--max-frames", type=int, help="predict only the first N frames")
     parser.add_argument(

@@ -7,8 +7,9 @@ from pathlib import Path
 
 DESCRIPTION = (
     "Render procedurally generated street scenes through a rig (every LiDAR and camera) and write what "
-    "the rig would have recorded: Waymo v1 TFRecords (range images, calibrations, JPEGs, labels) or the "
-    "team format. Deterministic for a seed; a rerun resumes, skipping complete shards or frames."
+    "the rig would have recorded: Waymo v1 TFRecords (range images, calibrations, JPEGs, labels), a Waymo "
+    "v2 folder (the same as Parquet components, one file per component per segment) or the team format. "
+    "Deterministic for a seed; a rerun resumes, skipping complete shards, segments or frames."
 )
 
 
@@ -20,7 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", required=True, type=int, help="number of frames to simulate")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument(
-        "--format", choices=("waymo", "team"), default="waymo", help="output format (default waymo)"
+        "--format",
+        choices=("waymo", "waymo-v2", "team"),
+        default="waymo",
+        help="output format: waymo (v1 TFRecords), waymo-v2 (Parquet) or team (default waymo)",
     )
     parser.add_argument("--seed", type=int, default=0, help="scene and noise seed (default 0)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
@@ -32,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="frames per simulated street (segment), 10 Hz (default 20)",
     )
     parser.add_argument(
-        "--shard-frames", type=int, default=10, help="frames per Waymo TFRecord shard (default 10)"
+        "--shard-frames", type=int, default=10, help="frames per Waymo v1 TFRecord shard (default 10)"
     )
     parser.add_argument(
         "--camera-scale",

@@ -69,7 +69,8 @@ class CheckResult:
 
 
 def open_records(path: str | os.PathLike, max_frames: int = 20) -> Iterator[FrameRecord]:
-    """Up to `max_frames` records (evenly spaced for team folders) from a team folder or Waymo TFRecords."""
+    """Up to `max_frames` records (evenly spaced for team folders) from a team folder, Waymo TFRecords
+    or a Waymo v2 folder."""
     path = Path(path)
     if path.is_dir() and (path / "rig.yaml").is_file():
         from drivetl.data.formats.team import TeamReader
@@ -83,10 +84,19 @@ def open_records(path: str | os.PathLike, max_frames: int = 20) -> Iterator[Fram
             except DrivetlError:
                 continue  # validate_team_folder reports it
         return
+    from drivetl.data.formats.waymo import WaymoV1Reader, WaymoV2Reader, is_v2_folder
+
+    if is_v2_folder(path):
+        reader = WaymoV2Reader(path, threads=1)
+        for i in range(min(len(reader), max_frames)):
+            yield reader[i].to_record()
+        return
     files = sorted(path.glob("*.tfrecord*")) if path.is_dir() else [path]
     if not files or not all(f.is_file() for f in files):
-        raise DataError(f"{path}: neither a team-format folder (with rig.yaml) nor Waymo .tfrecord files")
-    from drivetl.data.formats.waymo import WaymoV1Reader
+        raise DataError(
+            f"{path}: neither a team-format folder (with rig.yaml), Waymo .tfrecord files nor a Waymo v2 "
+            "folder"
+        )
 
     count = 0
     for f in files:

@@ -11,7 +11,8 @@ config gives), augmentation, LiDAR choice and the loaders. Its two kinds:
   fleet folder with a labeled subset, the unlabeled rest, a declared validation split, optionally
   mixed with source frames brought towards the target rig.
 
-Sources (``format``): ``"waymo"`` (Waymo v1 ``*.tfrecord`` files), ``"team"`` (a team-format folder
+Sources (``format``): ``"waymo"`` (Waymo v1 ``*.tfrecord`` files), ``"waymo-v2"`` (a Waymo v2 folder of
+Parquet component files), ``"team"`` (a team-format folder
 with its ``rig.yaml``), ``"cache"`` (the training cache of ``drivetl convert``) or ``"auto"``.
 """
 
@@ -32,13 +33,13 @@ from drivetl.errors import ConfigError, DataError
 
 __all__ = ["DriveDataModule", "FinetuneDataModule", "FrameDataModule"]
 
-Format = Literal["auto", "waymo", "team", "cache"]
+Format = Literal["auto", "waymo", "waymo-v2", "team", "cache"]
 
 
 class FrameDataModule(pl.LightningDataModule):
     """What the training data modules share (see the module docstring).
 
-    root: the data folder; format: auto | waymo | team | cache. val_fraction: share of the frames
+    root: the data folder; format: auto | waymo | waymo-v2 | team | cache. val_fraction: share of the frames
     held out for validation when nothing else declares them. max_frames: use at most this many
     training frames (None: all). image_size ((height, width)), camera_names, classes,
     point_columns: the batch spec; None keeps the defaults (LiDAR only, canonical classes, x y z

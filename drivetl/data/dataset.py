@@ -35,7 +35,7 @@ from drivetl.data.cache import TrainingCache
 from drivetl.data.canonicalize import canonicalize
 from drivetl.data.collate import Batch, collate
 from drivetl.data.formats.team import TeamReader
-from drivetl.data.formats.waymo import WaymoRecordIndex
+from drivetl.data.formats.waymo import WaymoRecordIndex, WaymoV2RecordIndex, is_v2_folder
 from drivetl.data.records import CLASSES, Boxes, FrameRecord, Sample
 from drivetl.errors import DataError, one_line
 
@@ -210,36 +210,42 @@ def held_out(n: int, fraction: float) -> int:
 def open_source(root: str | Path, fmt: str = "auto", option: str = "--data.root"):
     """A frame source over `root`: an object with ``len`` and ``[i] -> FrameRecord``.
 
-    fmt: ``waymo`` (Waymo v1 ``*.tfrecord`` files, random access by record index), ``team`` (a
-    team folder with its rig.yaml), ``cache`` (the training cache of ``drivetl convert``) or
-    ``auto`` (decided from what the folder holds). option: the command-line option that named
+    fmt: ``waymo`` (Waymo v1 ``*.tfrecord`` files, random access by record index), ``waymo-v2``
+    (a Waymo v2 folder of Parquet component files), ``team`` (a team folder with its rig.yaml),
+    ``cache`` (the training cache of ``drivetl convert``) or ``auto`` (decided from what the
+    folder holds). option: the command-line option that named
     `root`, for the error message.
     """
     root = Path(root)
     if not root.exists():
         raise DataError(
-            f"{root}: data folder not found (set {option} to a Waymo TFRecord folder, a team "
+            f"{root}: data folder not found (set {option} to a Waymo TFRecord or v2 folder, a team "
             "folder or a training cache)"
         )
     if fmt == "auto":
         if (root / "index.json").is_file():
             fmt = "cache"
+        elif is_v2_folder(root):
+            fmt = "waymo-v2"
         elif root.is_file() or any(root.rglob("*.tfrecord")):
             fmt = "waymo"
         elif (root / "rig.yaml").is_file():
             fmt = "team"
         else:
             raise DataError(
-                f"{root}: neither a training cache (index.json), Waymo TFRecords (*.tfrecord) nor a "
-                "team folder (rig.yaml); pass --data.format or point --data.root at the data"
+                f"{root}: neither a training cache (index.json), Waymo TFRecords (*.tfrecord), a Waymo "
+                "v2 folder (lidar/, vehicle_pose/, ... of Parquet files) nor a team folder (rig.yaml); "
+                "pass --data.format or point --data.root at the data"
             )
     if fmt == "waymo":
         files = [root] if root.is_file() else sorted(root.rglob("*.tfrecord"))
         if not files:
             raise DataError(f"{root}: no *.tfrecord files")
         return WaymoRecordIndex(files)
+    if fmt == "waymo-v2":
+        return WaymoV2RecordIndex(root)
     if fmt == "team":
         return TeamReader(root)
     if fmt == "cache":
         return TrainingCache(root)
-    raise DataError(f"data.format must be auto, waymo, team or cache; got {fmt!r}")
+    raise DataError(f"data.format must be auto, waymo, waymo-v2, team or cache; got {fmt!r}")

@@ -9,7 +9,7 @@ Public API:
 - `RigSimulator(rig, waymo_layout=...)`: renders a frame (`SimFrame`: `FrameRecord`, per-laser
   `LidarScan` with Waymo range images and pixel pose, per-camera `CameraFrame` with depth).
 - `LidarSimulator`, `LidarNoise`, `CameraSimulator`: one sensor at a time.
-- `SimulationPlan`, `simulate_dataset(plan, workers)`: a whole dataset in the Waymo v1 or team format
+- `SimulationPlan`, `simulate_dataset(plan, workers)`: a whole dataset as Waymo v1 or v2, or the team format
   (what `drivetl simulate` runs).
 """
 

@@ -1,10 +1,12 @@
-"""Simulate a whole dataset: segments of frames through a rig, written in the Waymo v1 or team format.
+"""Simulate a whole dataset: segments of frames through a rig, written as Waymo v1 or v2, or the team format.
 
 Frame g (0-based over the run) belongs to segment g // frames_per_segment; each segment is its own
 street (scene seed (seed, segment)), and every frame's noise comes from (seed, segment, frame), so
 the output does not depend on the number of workers or on interruptions. Waymo output is written
 as shards of `shard_frames` frames, one TFRecord each, written atomically by the Waymo writer;
-team output goes through the team writer frame by frame. Either way a rerun skips what is complete.
+Waymo v2 output is written a segment at a time (one Parquet file per component per segment, one row
+group per frame); team output goes through the team writer frame by frame. Either way a rerun skips
+what is complete.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from drivetl.sim.regions import region_stats
 
 __all__ = ["FORMATS", "SimSummary", "SimulationPlan", "frame_stats", "simulate_dataset"]
 
-FORMATS: tuple[str, ...] = ("waymo", "team")
+FORMATS: tuple[str, ...] = ("waymo", "waymo-v2", "team")
+#: The formats written in Waymo's layout (range images, TOP pixel pose, Waymo sensor names).
+WAYMO_FORMATS: tuple[str, ...] = ("waymo", "waymo-v2")
 START_US = 1_600_000_000_000_000
 
 
@@ -60,7 +64,7 @@ class SimulationPlan:
         if not 0 < self.camera_scale <= 1:
             raise ConfigError(f"--camera-scale {self.camera_scale}: use a value in (0, 1]")
         region_stats(self.region)
-        if self.format == "waymo":
+        if self.format in WAYMO_FORMATS:
             from drivetl.data.formats.waymo import CAMERA_NAMES, LASER_NAMES
 
             where = self.rig.source_path or f"rig {self.rig.name}"
@@ -151,7 +155,9 @@ def _worker_init(plan: SimulationPlan, threads: int = 0) -> None:
 
     _WORKER["plan"] = plan
     _WORKER["threads"] = threads
-    _WORKER["sim"] = RigSimulator(plan.sim_rig(), waymo_layout=plan.format == "waymo", noise=plan.noise)
+    _WORKER["sim"] = RigSimulator(
+        plan.sim_rig(), waymo_layout=plan.format in WAYMO_FORMATS, noise=plan.noise
+    )
     _WORKER["caster"] = (None, None)
 
 
@@ -189,6 +195,21 @@ def _waymo_shard(frames: list[int]) -> list[dict]:
     plan: SimulationPlan = _WORKER["plan"]
     stats = []
     with WaymoWriter(plan.shard_path(frames[0])) as writer:
+        for g in frames:
+            f = _render(g)
+            ri = {n: RangeImageData(n, s.range_image, s.pixel_pose) for n, s in f.scans.items()}
+            writer.write(f.record, ri)
+            stats.append(frame_stats(f.record))
+    return stats
+
+
+def _waymo_v2_segment(frames: list[int]) -> list[dict]:
+    """Render one segment's frames into its Waymo v2 files (finished together at the end)."""
+    from drivetl.data.formats.waymo import RangeImageData, WaymoV2Writer
+
+    plan: SimulationPlan = _WORKER["plan"]
+    stats = []
+    with WaymoV2Writer(plan.out) as writer:
         for g in frames:
             f = _render(g)
             ri = {n: RangeImageData(n, s.range_image, s.pixel_pose) for n, s in f.scans.items()}
@@ -235,6 +256,22 @@ def simulate_dataset(
             else:
                 jobs.append(frames)
         for stats in _run(plan, workers, _waymo_shard, jobs):
+            for st in stats:
+                summary.add(st)
+            advance(len(stats))
+        return summary
+    if plan.format == "waymo-v2":
+        from drivetl.data.formats.waymo._v2_writer import segment_complete
+
+        jobs = []
+        for g0 in range(0, plan.frames, plan.frames_per_segment):
+            frames = list(range(g0, min(g0 + plan.frames_per_segment, plan.frames)))
+            if segment_complete(plan.out, plan.segment_name(g0 // plan.frames_per_segment)):
+                summary.skipped += len(frames)
+                advance(len(frames))
+            else:
+                jobs.append(frames)
+        for stats in _run(plan, workers, _waymo_v2_segment, jobs):
             for st in stats:
                 summary.add(st)
             advance(len(stats))

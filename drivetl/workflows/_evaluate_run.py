@@ -52,11 +52,13 @@ class EvalData:
 def open_eval_data(
     root: str | Path, fmt: str = "auto", split: str | None = None, max_frames: int | None = None
 ) -> EvalData:
-    """Open a team folder (optionally one split of it), Waymo TFRecords or a training cache."""
+    """Open a team folder (optionally one split of it), Waymo TFRecords, a Waymo v2 folder or a
+    training cache."""
     root = Path(root)
     source = open_source(root, fmt, option="--data")
     kind = type(source).__name__
-    fmt_name = {"TeamReader": "team", "WaymoRecordIndex": "waymo", "TrainingCache": "cache"}.get(kind, fmt)
+    names = {"TeamReader": "team", "WaymoRecordIndex": "waymo", "WaymoV2RecordIndex": "waymo-v2"}
+    fmt_name = {**names, "TrainingCache": "cache"}.get(kind, fmt)
     if split is not None:
         if fmt_name != "team":
             raise DataError(

@@ -176,3 +176,30 @@ def test_workers_do_not_change_the_files(waymo_out, waymo_rig, tmp_path):
     summary = simulate_dataset(_plan(waymo_rig, parallel), workers=2)
     assert summary.frames == 3
     assert _digest(parallel) == _digest(out)
+
+
+def test_waymo_v2_matches_v1_and_resumes(waymo_out, waymo_rig, tmp_path):
+    """The same plan written as Waymo v2: one Parquet file per component per segment, frames equal
+    to the v1 output's; a rerun skips finished segments and redoes an unfinished one."""
+    from drivetl.data.formats.waymo import WaymoV1Reader, WaymoV2Reader
+
+    out, _ = waymo_out
+    v2 = tmp_path / "v2"
+    summary = simulate_dataset(_plan(waymo_rig, v2, "waymo-v2"))
+    assert summary.frames == 3
+    assert sorted(p.name for p in (v2 / "lidar").iterdir()) == [
+        "sim_waymo_like_us_s5_00000.parquet",
+        "sim_waymo_like_us_s5_00001.parquet",
+    ]
+    v1_frames = [fr for f in sorted(out.glob("*.tfrecord")) for fr in WaymoV1Reader(f)]
+    v2_frames = list(WaymoV2Reader(v2))
+    assert [f.key for f in v1_frames] == [f.key for f in v2_frames]
+    for f1, f2 in zip(v1_frames, v2_frames, strict=True):
+        np.testing.assert_array_equal(f1.point_features(), f2.point_features())
+        np.testing.assert_array_equal(f1.boxes.boxes, f2.boxes.boxes)
+        assert f1.images["FRONT"].data == f2.images["FRONT"].data
+    before = _digest(v2)
+    (v2 / "vehicle_pose" / "sim_waymo_like_us_s5_00001.parquet").unlink()  # as if killed before finishing
+    summary = simulate_dataset(_plan(waymo_rig, v2, "waymo-v2"))
+    assert (summary.frames, summary.skipped) == (1, 2)
+    assert _digest(v2) == before

@@ -1,6 +1,7 @@
 """Every shipped pretraining config runs 2 steps on CPU through the real CLI on simulated Waymo data.
 
-The data comes from the project's simulator (`drivetl simulate`, Waymo v1 TFRecords) with a
+The data comes from the project's simulator (`drivetl simulate`, Waymo v1 TFRecords; one run reads the
+same frames as a Waymo v2 folder) with a
 reduced copy of the Waymo-like rig (the top LiDAR only, 16 beams, small camera images) so the
 frames are quick to make and read. Overrides change only the data size (frames, batch, workers,
 image size), never the model. The Waymo-scale configs are marked slow (their 468 x 468 BEV model takes
@@ -22,16 +23,14 @@ CONFIGS = sorted((ROOT / "configs" / "pretrain").glob("*.yaml"))
 SLOW = {"waymo_fusion", "waymo_lidar"}
 
 
-@pytest.fixture(scope="module")
-def sim_waymo(tmp_path_factory) -> Path:
-    """3 simulated frames in Waymo TFRecord format from a reduced Waymo-like rig."""
+def _simulate(tmp_path_factory, fmt: str) -> Path:
     tmp = tmp_path_factory.mktemp("sim")
     rig = yaml.safe_load((ROOT / "configs" / "rigs" / "waymo_like.yaml").read_text())
     top = next(lidar for lidar in rig["lidars"] if lidar["name"] == "TOP")
     top.update(beams={"count": 16, "min_deg": -17.6, "max_deg": 2.4}, columns=500, returns=1)
     rig["lidars"] = [top]
     (tmp / "rig.yaml").write_text(yaml.safe_dump(rig))
-    out = tmp / "waymo"
+    out = tmp / fmt
     rc = main(
         [
             "simulate",
@@ -42,7 +41,7 @@ def sim_waymo(tmp_path_factory) -> Path:
             "--out",
             str(out),
             "--format",
-            "waymo",
+            fmt,
             "--camera-scale",
             "0.05",
             "--frames-per-segment",
@@ -55,19 +54,35 @@ def sim_waymo(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def sim_waymo(tmp_path_factory) -> Path:
+    """3 simulated frames in Waymo TFRecord format from a reduced Waymo-like rig."""
+    return _simulate(tmp_path_factory, "waymo")
+
+
 @pytest.mark.parametrize(
     "config",
     [pytest.param(c, marks=pytest.mark.slow) if c.stem in SLOW else c for c in CONFIGS],
     ids=[c.stem for c in CONFIGS],
 )
 def test_config_runs_two_steps(config: Path, sim_waymo: Path, tmp_path: Path) -> None:
+    _two_steps(config, sim_waymo, tmp_path)
+
+
+def test_pretraining_reads_waymo_v2(tmp_path_factory, tmp_path: Path) -> None:
+    """The same run on the same frames written as a Waymo v2 folder (found by `--data.root` alone)."""
+    data = _simulate(tmp_path_factory, "waymo-v2")
+    _two_steps(ROOT / "configs" / "pretrain" / "tiny_lidar.yaml", data, tmp_path)
+
+
+def _two_steps(config: Path, data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     argv = [
         "pretrain",
         "--config",
         str(config),
         "--data.root",
-        str(sim_waymo),
+        str(data),
         "--trainer.max_steps",
         "2",
         "--trainer.val_check_interval",

@@ -1,4 +1,5 @@
-"""Waymo v1 TFRecords -> the training cache, one shard per source file, in parallel processes, resumable."""
+"""Waymo v1 TFRecords and v2 folders -> the training cache, one shard per source, in parallel processes,
+resumable. A source is one TFRecord file, or one segment of a v2 dataset folder."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from drivetl._io import remove_stale_partials
 from drivetl.errors import DataError
@@ -17,36 +19,71 @@ from drivetl.errors import DataError
 SUFFIXES = (".tfrecord", ".tfrecords")
 
 
-def find_sources(sources: Sequence[str | os.PathLike]) -> list[Path]:
-    """TFRecord files named directly, or found (recursively) in the folders named; sorted, no repeats."""
-    found: list[Path] = []
+class Source(NamedTuple):
+    """What one shard is converted from: a v1 TFRecord file (segment None), or one segment of a v2
+    dataset folder (`path` the folder)."""
+
+    path: Path
+    segment: str | None = None
+
+    def __str__(self) -> str:
+        return str(self.path) if self.segment is None else f"{self.path} (segment {self.segment})"
+
+    @property
+    def shard(self) -> str:
+        """The shard's name (see `shard_name`)."""
+        return shard_name(self.path, self.segment)
+
+    def size(self) -> int:
+        """Bytes of the source (a v2 segment: of its component files), to tell a changed source."""
+        if self.segment is None:
+            return self.path.stat().st_size
+        from drivetl.data.formats.waymo._v2_files import component_path, present_components
+
+        files = (component_path(self.path, c, self.segment) for c in present_components(self.path))
+        return sum(f.stat().st_size for f in files if f.is_file())
+
+
+def find_sources(sources: Sequence[str | os.PathLike]) -> list[Source]:
+    """TFRecord files named directly, or found (recursively) in the folders named, and every segment of
+    the Waymo v2 folders named; sorted, no repeats."""
+    from drivetl.data.formats.waymo._v2_files import find_segments, is_v2_folder
+
+    found: list[Source] = []
     for src in sources:
         p = Path(src)
-        if p.is_dir():
+        if is_v2_folder(p):
+            found.extend(Source(p, seg) for seg in find_segments(p))
+        elif p.is_dir():
             files = sorted(
                 f for f in p.rglob("*") if f.is_file() and (f.suffix in SUFFIXES or ".tfrecord" in f.name)
             )
             if not files:
-                raise DataError(f"{p}: no .tfrecord files in this folder")
-            found.extend(files)
+                raise DataError(
+                    f"{p}: no .tfrecord files in this folder, and not a Waymo v2 folder (lidar/, "
+                    "vehicle_pose/, ... of Parquet files)"
+                )
+            found.extend(Source(f) for f in files)
         elif p.is_file():
-            found.append(p)
+            found.append(Source(p))
         else:
             raise DataError(f"{p}: no such file or folder")
-    seen: set[Path] = set()
+    seen: set[tuple[Path, str | None]] = set()
     out = []
     for f in found:
-        r = f.resolve()
+        r = (f.path.resolve(), f.segment)
         if r not in seen:
             seen.add(r)
             out.append(f)
     return out
 
 
-def shard_name(path: Path) -> str:
-    """A shard name that is readable (the file's stem) and unique (a hash of its absolute path)."""
-    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
-    stem = path.name.split(".tfrecord")[0]
+def shard_name(path: Path, segment: str | None = None) -> str:
+    """A shard name that is readable (the file's stem, or the v2 segment) and unique (a hash of the
+    absolute path, and the segment)."""
+    key = str(path.resolve()) if segment is None else f"{path.resolve()}::{segment}"
+    digest = hashlib.sha1(key.encode()).hexdigest()[:8]
+    stem = path.name.split(".tfrecord")[0] if segment is None else segment
     return f"{stem}-{digest}"
 
 
@@ -65,24 +102,46 @@ class FileResult:
 
 
 def convert_file(
-    path: str, root: str, *, skip_corrupt: bool = False, threads: int = 1, drop_no_label_zone: bool = False
+    path: str,
+    root: str,
+    *,
+    skip_corrupt: bool = False,
+    threads: int = 1,
+    drop_no_label_zone: bool = False,
+    segment: str | None = None,
 ) -> FileResult:
-    """Convert one Waymo TFRecord into one shard of the cache at `root` (skipped if already finished)."""
+    """Convert one Waymo TFRecord (or, with `segment`, one segment of the v2 folder `path`) into one
+    shard of the cache at `root` (skipped if already finished)."""
     from drivetl.data.cache import ShardWriter, shard_is_finished
     from drivetl.data.formats.waymo._reader import WaymoV1Reader
 
-    src = Path(path)
-    name = shard_name(src)
-    size = src.stat().st_size
+    src = Source(Path(path), segment)
+    name = src.shard
     result = FileResult(source=str(src), shard=name)
+    try:
+        size = src.size()
+    except OSError as exc:
+        result.error = f"{src}: cannot read ({exc.strerror or exc})"
+        return result
     meta = shard_is_finished(root, name)
     if meta is not None and meta.get("source", {}).get("size") == size:
         result.frames = len(meta["frames"])
         result.resumed = True
         return result
     t0 = time.perf_counter()
-    reader = WaymoV1Reader(src, skip_corrupt=skip_corrupt, threads=threads)
-    writer = ShardWriter(root, name, {"path": str(src.resolve()), "size": size, "reader": "waymo_v1"})
+    info = {"path": str(src.path.resolve()), "size": size, "reader": "waymo_v1"}
+    try:
+        if segment is None:
+            reader = WaymoV1Reader(src.path, skip_corrupt=skip_corrupt, threads=threads)
+        else:
+            from drivetl.data.formats.waymo._v2_reader import WaymoV2Reader
+
+            reader = WaymoV2Reader(src.path, segments=[segment], skip_corrupt=skip_corrupt, threads=threads)
+            info.update(reader="waymo_v2", segment=segment)
+    except DataError as exc:
+        result.error = str(exc)
+        return result
+    writer = ShardWriter(root, name, info)
     try:
         for frame in reader:
             record = frame.to_record(drop_no_label_zone=drop_no_label_zone)
@@ -128,9 +187,10 @@ def convert_waymo(
     drop_no_label_zone: bool = False,
     on_file_done: Callable[[FileResult], None] | None = None,
 ) -> ConvertSummary:
-    """Convert Waymo v1 files/folders into the training cache at `out`, one process per file at a time.
+    """Convert Waymo v1 files/folders and v2 folders into the training cache at `out`, one process per
+    source (a v1 file, a v2 segment) at a time.
 
-    Finished shards are skipped (resume); a file that fails (DataError) is reported in the summary and
+    Finished shards are skipped (resume); a source that fails (DataError) is reported in the summary and
     leaves no shard; the index is rebuilt at the end from every finished shard.
     """
     from drivetl.data.cache import write_index
@@ -155,19 +215,21 @@ def convert_waymo(
 
     todo = []
     for f in files:  # finished shards are reported here, without starting a process for them
-        meta = shard_is_finished(root, shard_name(f))
-        if meta is not None and meta.get("source", {}).get("size") == f.stat().st_size:
-            done(FileResult(source=str(f), shard=shard_name(f), frames=len(meta["frames"]), resumed=True))
+        meta = shard_is_finished(root, f.shard)
+        if meta is not None and meta.get("source", {}).get("size") == f.size():
+            done(FileResult(source=str(f), shard=f.shard, frames=len(meta["frames"]), resumed=True))
         else:
             todo.append(f)
     workers = max(1, min(workers, len(todo) or 1))
     kwargs["threads"] = max(1, default_threads() // workers)
     if workers == 1:
         for f in todo:
-            done(convert_file(str(f), str(root), **kwargs))
+            done(convert_file(str(f.path), str(root), segment=f.segment, **kwargs))
     else:
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            pending: set[Future] = {pool.submit(convert_file, str(f), str(root), **kwargs) for f in todo}
+            pending: set[Future] = {
+                pool.submit(convert_file, str(f.path), str(root), segment=f.segment, **kwargs) for f in todo
+            }
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
