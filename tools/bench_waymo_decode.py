@@ -1,11 +1,19 @@
-"""Benchmark: Waymo v1 frame -> vehicle-frame points, against the zlib-inflate floor, in one run.
+"""Benchmark: Waymo frame -> vehicle-frame points, v1 and v2, against the zlib-inflate floor, in one run.
 
-Builds a full-size synthetic frame with drivetl's own writer (TOP 64x2650 with per-pixel pose, four
-200x600 side lasers, two returns, about a million points), then times, on the same serialized
-record: (a) the floor: zlib-inflating every range image and the pixel pose one after another on one
-core, and (b) drivetl: parse the record and decode all points (range images inflated in parallel
-threads). Prints medians, frames/s, points/s and the ratio (b)/(a). The official converter is not run
-here (it needs TensorFlow); see tools/compare_waymo_official.py.
+Builds a full-size synthetic frame with drivetl's own writers (TOP 64x2650 with per-pixel pose, four
+200x600 side lasers, two returns, about a million points) as a v1 TFRecord and a v2 folder, then times,
+interleaved (so machine load hits all alike), per frame:
+
+- zlib floor: zlib-inflating every range image and the pixel pose one after another on one core;
+- new inflate: the same blobs through drivetl's inflate (libdeflate when `deflate` is installed), one
+  core; and ISA-L (`isal`) when it is installed, for comparison;
+- drivetl v1 decode: parse the record and decode all points (inflated in parallel threads), and with 1
+  thread;
+- drivetl v2 decode: read the frame's row groups from the Parquet files and decode all points.
+
+Prints medians, frames/s, the ratios to the zlib floor (goal: v1 decode <= 0.6x) and, for reference, to
+the official converter's 860 ms per full-size frame measured separately (tools/compare_waymo_official.py;
+goal >= 25x), with the load average (as `uptime` shows it) before and after.
 
     python tools/bench_waymo_decode.py [--repeats 15] [--threads N]
 """
@@ -13,6 +21,8 @@ here (it needs TensorFlow); see tools/compare_waymo_official.py.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import statistics
 import tempfile
 import time
@@ -21,9 +31,26 @@ import zlib
 from pathlib import Path
 
 from drivetl.data.formats._tfrecord import TFRecordReader
-from drivetl.data.formats.waymo import WaymoFrame, WaymoV1Reader, WaymoWriter, parse_frame
+from drivetl.data.formats.waymo import (
+    WaymoFrame,
+    WaymoV1Reader,
+    WaymoV2Reader,
+    WaymoV2Writer,
+    WaymoWriter,
+    _zlib,
+    parse_frame,
+)
 from drivetl.data.formats.waymo._decode import default_threads
 from drivetl.data.formats.waymo._synthetic import synthetic_frame
+
+#: The official converter (TensorFlow 2.13, frame_utils) on full-size frames, ms per frame, measured
+#: on the 2-core development machine (see docs/waymo.md); not run here (it needs TensorFlow).
+OFFICIAL_MS = 860.0
+
+
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average: {one:.2f}, {five:.2f}, {fifteen:.2f} ({len(os.sched_getaffinity(0))} cores)"
 
 
 def _median_times(fns, repeats: int) -> list[float]:
@@ -42,12 +69,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--threads", type=int, default=default_threads())
     ap.add_argument("--stream-frames", type=int, default=20, help="frames in the streaming-memory check")
+    ap.add_argument("--small", action="store_true", help="a small frame (checks the script runs; no figures)")
     args = ap.parse_args()
+    load_before = _load()
 
-    record, range_images = synthetic_frame(seed=0)
+    shapes = {"top_shape": (16, 200), "side_shape": (20, 60)} if args.small else {}
+    record, range_images = synthetic_frame(seed=0, **shapes)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.tfrecord"
         with WaymoWriter(path) as writer:
+            writer.write(record, range_images)
+        with WaymoV2Writer(Path(tmp) / "v2") as writer:
             writer.write(record, range_images)
         data = next(iter(TFRecordReader(path)))
         proto = parse_frame(data, "bench")
@@ -57,10 +89,18 @@ def main() -> None:
                 blobs += [b for b in (ri.range_image_compressed, ri.range_image_pose_compressed) if b]
         compressed = sum(len(b) for b in blobs)
         inflated = sum(len(zlib.decompress(b)) for b in blobs)
+        backend = _zlib.backend()
+        for b in blobs:  # the new inflate gives zlib's bytes
+            if bytes(_zlib.inflate(b)) != zlib.decompress(b):
+                raise SystemExit("bench_waymo_decode: the inflate backend disagrees with zlib")
 
         def floor() -> None:
             for b in blobs:
                 zlib.decompress(b)
+
+        def new_inflate() -> None:
+            for b in blobs:
+                _zlib.inflate(b)
 
         def ours_threads(threads: int):
             def run() -> int:
@@ -69,48 +109,70 @@ def main() -> None:
 
             return run
 
+        v2_reader = WaymoV2Reader(Path(tmp) / "v2", threads=args.threads)
+
+        def v2_decode() -> int:
+            return len(v2_reader[0].points())
+
+        fns = {
+            "floor": floor,
+            "inflate": new_inflate,
+            "v1": ours_threads(args.threads),
+            "v1_1": ours_threads(1),
+            "v2": v2_decode,
+        }
+        try:
+            from isal import isal_zlib
+
+            fns["isal"] = lambda: [isal_zlib.decompress(b) for b in blobs]
+        except ImportError:
+            pass
         n_points = ours_threads(1)()  # warm the per-calibration ray cache
+        if v2_decode() != n_points:
+            raise SystemExit("bench_waymo_decode: v2 and v1 decode different point counts")
         ours_threads(args.threads)()
-        t_floor, t_ours, t_ours1 = _median_times(
-            [floor, ours_threads(args.threads), ours_threads(1)], args.repeats
-        )
+        t = dict(zip(fns, _median_times(list(fns.values()), args.repeats), strict=True))
 
         # Streaming memory: peak Python-tracked allocation while reading many frames stays ~one frame.
         many = Path(tmp) / "many.tfrecord"
         with WaymoWriter(many, level=1) as writer:
             for i in range(args.stream_frames):
-                writer.write(
-                    record.__class__(
-                        **{
-                            **record.__dict__,
-                            "key": type(record.key)(record.key.segment, record.key.timestamp_us + i),
-                        }
-                    ),
-                    range_images,
-                )
+                key = dataclasses.replace(record.key, timestamp_us=record.key.timestamp_us + i)
+                writer.write(dataclasses.replace(record, key=key), range_images)
         tracemalloc.start()
         for frame in WaymoV1Reader(many, threads=args.threads):
             frame.points()
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
 
+    def line(label: str, seconds: float) -> str:
+        return (
+            f"{label:44s}: {seconds * 1e3:8.1f} ms  ({1 / seconds:6.1f} frames/s, "
+            f"{seconds / t['floor']:.2f}x the zlib floor)"
+        )
+
+    small = " (--small: a check that the script runs; its figures mean nothing)" if args.small else ""
     print(
         f"frame: {len(blobs)} compressed matrices, {compressed / 1e6:.1f} MB -> {inflated / 1e6:.1f} MB, "
-        f"{n_points:,} points"
+        f"{n_points:,} points{small}"
     )
-    print(f"floor  (zlib inflate, 1 core, sequential) : {t_floor * 1e3:8.1f} ms median")
+    print(f"before: {load_before}")
+    print(f"{'zlib floor (inflate, 1 core, sequential)':44s}: {t['floor'] * 1e3:8.1f} ms  (median per frame)")
+    print(line(f"new inflate ({backend}, 1 core, sequential)", t["inflate"]))
+    if "isal" in t:
+        print(line("ISA-L inflate (isal, 1 core, sequential)", t["isal"]))
+    print(line(f"drivetl v1 decode, {args.threads} threads", t["v1"]))
+    print(line("drivetl v1 decode, 1 thread", t["v1_1"]))
+    print(line(f"drivetl v2 decode (Parquet), {args.threads} threads", t["v2"]))
     print(
-        f"drivetl decode, {args.threads} threads              : {t_ours * 1e3:8.1f} ms median  "
-        f"({1 / t_ours:.1f} frames/s, {n_points / t_ours / 1e6:.1f} M points/s)"
+        f"ratio v1 decode / zlib floor: {t['v1'] / t['floor']:.2f}x ({args.threads} threads), goal <= 0.6x; "
+        f"v2 decode / zlib floor: {t['v2'] / t['floor']:.2f}x"
     )
     print(
-        f"drivetl decode, 1 thread                : {t_ours1 * 1e3:8.1f} ms median  "
-        f"({1 / t_ours1:.1f} frames/s, {n_points / t_ours1 / 1e6:.1f} M points/s)"
+        f"against the official converter's {OFFICIAL_MS:.0f} ms per frame (measured separately): "
+        f"v1 {OFFICIAL_MS / 1e3 / t['v1']:.1f}x, v2 {OFFICIAL_MS / 1e3 / t['v2']:.1f}x faster; goal >= 25x"
     )
-    print(
-        f"ratio drivetl/floor: {t_ours / t_floor:.2f}x ({args.threads} threads), "
-        f"{t_ours1 / t_floor:.2f}x (1 thread); target <= 1.5x"
-    )
+    print(f"after: {_load()}")
     print(
         f"streaming {args.stream_frames} frames: peak traced memory {peak / 1e6:.0f} MB "
         f"(one frame inflated: {inflated / 1e6:.0f} MB)"

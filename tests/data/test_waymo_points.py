@@ -256,3 +256,24 @@ def test_matrix_codec_matches_protobuf() -> None:
     np.testing.assert_array_equal(parse_matrix(m.SerializeToString(), "<f4"), a)
     big = np.zeros((300, 200, 6), np.float32)  # multi-byte varints for lengths and dims
     np.testing.assert_array_equal(parse_matrix(serialize_matrix_float(big), "<f4"), big)
+
+
+def test_range_channel_is_read_in_place() -> None:
+    """Channel 0 of a contiguous (H, W, 4) range image is viewed, not copied, and gives the same
+    points as a contiguous copy of it."""
+    from drivetl.data.formats.waymo._range_image import _flat_view, range_image_points
+
+    rng = np.random.default_rng(0)
+    ri = rng.uniform(-1, 50, (6, 10, 4)).astype(np.float32)
+    view = _flat_view(ri[..., 0])
+    assert np.shares_memory(view, ri)
+    np.testing.assert_array_equal(view, ri[..., 0].reshape(-1))
+    inc = np.linspace(-0.3, 0.1, 6)
+    pose = _rz(0.4, (1.0, 2.0, 3.0))
+    a, pa = range_image_points(ri[..., 0], inc, pose)
+    b, pb = range_image_points(np.ascontiguousarray(ri[..., 0]), inc, pose)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(pa, pb)
+    sub = ri[:, :5, 0]  # rows not evenly spaced in memory: copied, same values
+    assert not np.shares_memory(_flat_view(sub), ri)
+    np.testing.assert_array_equal(_flat_view(sub), sub.reshape(-1))

@@ -115,6 +115,17 @@ def posed_rays(
     return rays.reshape(-1, 3), offsets.astype(np.float32)
 
 
+def _flat_view(ranges: np.ndarray) -> np.ndarray:
+    """(H*W,) row-major view of an (H, W) array, without a copy when it is channel 0 of a contiguous
+    (H, W, C) range image (rows evenly strided), as the decoder passes it."""
+    height, width = ranges.shape
+    if not ranges.flags.c_contiguous and ranges.strides[0] == width * ranges.strides[1]:
+        return np.lib.stride_tricks.as_strided(
+            ranges, shape=(height * width,), strides=(ranges.strides[1],), writeable=False
+        )
+    return ranges.reshape(-1)
+
+
 def range_image_points(
     ranges: np.ndarray,
     inclinations: np.ndarray,
@@ -129,7 +140,7 @@ def range_image_points(
     row-major flat indices of the kept pixels)``, N = number of pixels with range > 0, row-major.
     """
     width = ranges.shape[1]
-    flat = ranges.reshape(-1)
+    flat = _flat_view(ranges)
     pixel = np.flatnonzero(flat > 0)
     r = np.take(flat, pixel)[:, None]  # np.take: about twice as fast as fancy indexing here
     if posed is None:
