@@ -12,7 +12,9 @@ alike; wall and CPU (all threads) milliseconds per frame are reported, with medi
 check renders frames with every random choice off through both and compares them (same returns,
 pixels, labels). Also reported: the CPU time of open3d's `cast_rays` alone on one frame's rays (the
 floor of any renderer that casts them, and the frames/s it caps), ours with N worker processes
-(`drivetl simulate --workers N`, one ray-casting thread each) and ours including the Waymo v1 writer.
+(`drivetl simulate --workers N`, one ray-casting thread each) and ours including the Waymo v1 writer,
+whose range-image compression goes through zlib or libdeflate (both timed, same level; the streams
+checked to inflate with Python's zlib), plus that compression alone on the rendered range images.
 
     taskset -c 0,1 python tools/bench_simulate.py [--frames 20] [--workers 2]
 """
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +167,48 @@ def casting_floor(rig, seed: int, frame: int = 1, repeats: int = 5) -> tuple[flo
     return sum(t for _, t in per_cast), per_cast
 
 
+def _zlib_backends() -> list[str]:
+    from drivetl.data.formats.waymo import _zlib
+
+    return ["zlib", "libdeflate"] if _zlib.libdeflate_available() else ["zlib"]
+
+
+def writer_compression(frames, repeats: int = 3) -> None:
+    """The Waymo writer's range-image compression alone (what dominates writing a frame), zlib against
+    libdeflate at the same level, on the rendered frames' range images and pixel poses: CPU ms per
+    frame (medians of `repeats`, the two interleaved), compressed size, and a check that Python's zlib
+    inflates libdeflate's streams to the same bytes."""
+    from drivetl.data.formats.waymo import _zlib
+    from drivetl.data.formats.waymo._matrix import serialize_matrix_float
+
+    raws = []
+    for f in frames:
+        for s in f.scans.values():
+            raws += [serialize_matrix_float(ri) for ri in s.range_image]
+            if s.pixel_pose is not None:
+                raws.append(serialize_matrix_float(s.pixel_pose))
+    names = _zlib_backends()
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    size: dict[str, int] = {}
+    for _ in range(repeats):
+        for name in names:
+            c0 = time.process_time()
+            out = [_zlib.compress(r, 6, backend_name=name) for r in raws]
+            cpu[name].append((time.process_time() - c0) / len(frames))
+            size[name] = sum(len(b) for b in out)
+            if any(zlib.decompress(b) != r for b, r in zip(out, raws, strict=True)):
+                raise SystemExit(f"bench_simulate: zlib does not inflate the {name} streams to their input")
+    med = {n: statistics.median(v) for n, v in cpu.items()}
+    mb = sum(len(r) for r in raws) / len(frames) / 1e6
+    for name in names:
+        print(
+            f"writer compression, level 6, {name:10s}: {med[name] * 1e3:7.1f} CPU-ms/frame "
+            f"({mb:.1f} MB -> {size[name] / len(frames) / 1e6:.2f} MB per frame)"
+        )
+    if len(names) == 2:
+        print(f"ratio zlib/libdeflate compression CPU: {med['zlib'] / med['libdeflate']:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=20)
@@ -221,22 +266,27 @@ def main() -> None:
         f"{np.mean([len(f.record.boxes) for f in frames]):.1f}"
     )
 
-    from drivetl.data.formats.waymo import RangeImageData, WaymoWriter
+    writer_compression(frames)
+    from drivetl.data.formats.waymo import RangeImageData, WaymoWriter, _zlib
 
     sim, caster = sims["ours"]
-    with tempfile.TemporaryDirectory() as tmp:
-        t0, c0 = time.perf_counter(), time.process_time()
-        with WaymoWriter(Path(tmp) / "bench.tfrecord") as writer:
-            for i in range(args.frames):
-                f = sim.render(caster, i, segment="bench", start_us=0)
-                writer.write(
-                    f.record, {n: RangeImageData(n, s.range_image, s.pixel_pose) for n, s in f.scans.items()}
-                )
-        e2e, e2e_cpu = (time.perf_counter() - t0) / args.frames, (time.process_time() - c0) / args.frames
-    print(
-        f"ours + Waymo writer (zlib range images, JPEG, labels): mean {e2e * 1e3:7.1f} ms/frame = "
-        f"{1 / e2e:5.1f} frames/s; CPU {e2e_cpu * 1e3:6.1f} ms/frame"
-    )
+    for name in _zlib_backends():
+        _zlib.set_backend(name)
+        with tempfile.TemporaryDirectory() as tmp:
+            t0, c0 = time.perf_counter(), time.process_time()
+            with WaymoWriter(Path(tmp) / "bench.tfrecord") as writer:
+                for i in range(args.frames):
+                    f = sim.render(caster, i, segment="bench", start_us=0)
+                    writer.write(
+                        f.record,
+                        {n: RangeImageData(n, s.range_image, s.pixel_pose) for n, s in f.scans.items()},
+                    )
+            e2e, e2e_cpu = (time.perf_counter() - t0) / args.frames, (time.process_time() - c0) / args.frames
+        print(
+            f"ours + Waymo writer ({name} range images, JPEG, labels): mean {e2e * 1e3:7.1f} ms/frame = "
+            f"{1 / e2e:5.1f} frames/s; CPU {e2e_cpu * 1e3:6.1f} ms/frame"
+        )
+    _zlib.set_backend("auto")
 
     if args.workers > 1:
         ctx = multiprocessing.get_context("spawn")
