@@ -107,3 +107,15 @@ def test_open_source_reads_v2_like_v1(both) -> None:
         for name in a.lidars:
             np.testing.assert_array_equal(a.lidars[name].points, b.lidars[name].points)
         np.testing.assert_array_equal(a.world_from_vehicle, b.world_from_vehicle)
+
+
+def test_check_reads_a_v2_folder(both) -> None:
+    from drivetl.data.check import open_records
+
+    v1, v2, _ = both
+    got = list(open_records(v2, max_frames=3))
+    ref = list(open_records(v1, max_frames=3))
+    assert [r.key for r in got] == [r.key for r in ref]
+    for a, b in zip(ref, got, strict=True):
+        for name in a.lidars:
+            np.testing.assert_array_equal(a.lidars[name].points, b.lidars[name].points)
