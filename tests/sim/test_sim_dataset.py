@@ -176,6 +176,10 @@ def test_workers_do_not_change_the_files(waymo_out, waymo_rig, tmp_path):
     summary = simulate_dataset(_plan(waymo_rig, parallel), workers=2)
     assert summary.frames == 3
     assert _digest(parallel) == _digest(out)
+    one, two = tmp_path / "v2_one", tmp_path / "v2_two"  # Waymo v2: a segment per worker job
+    simulate_dataset(_plan(waymo_rig, one, "waymo-v2"))
+    assert simulate_dataset(_plan(waymo_rig, two, "waymo-v2"), workers=2).frames == 3
+    assert _digest(two) == _digest(one)
 
 
 def test_waymo_v2_matches_v1_and_resumes(waymo_out, waymo_rig, tmp_path):
