@@ -94,9 +94,13 @@ def test_lora_export_has_no_adapter_tensors_and_matches_torch_on_fleet_frames(
     model = onnx.load(str(out))
     names = [t.name for t in model.graph.initializer] + [n.name for n in model.graph.node]
     assert names and not [n for n in names if "lora" in n.lower() or "film" in n.lower()]
-    assert {i.name for i in model.graph.input} == {"pillars", "mask", "coords"}
-    dims = [d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim]
-    assert dims[0] and dims[1], f"pillar and points-per-pillar counts must be dynamic, got {dims}"
+    assert [i.name for i in model.graph.input] == ["features", "pillar_index", "coords"]
+    dims = [[d.dim_param for d in i.type.tensor_type.shape.dim] for i in model.graph.input]
+    assert dims[0][0] and dims[1][0] and dims[2][0], f"point and pillar counts must be dynamic, got {dims}"
+    assert dims[0][0] == dims[1][0] and dims[0][1] == "" and dims[2][1] == "", dims
+    reductions = [a.s for n in model.graph.node if n.op_type == "ScatterElements" for a in n.attribute]
+    layers = len(load_model(ModelSpec.parse(spec)).model.lidar.pfn.layers)
+    assert reductions.count(b"max") == layers, "one scatter-max per pillar-net layer"
     meta = read_onnx_metadata(out)
     adapter, base = spec.split("@")
     assert meta["checkpoint_sha256"] == file_sha256([Path(adapter), Path(base)])
@@ -106,8 +110,10 @@ def test_lora_export_has_no_adapter_tensors_and_matches_torch_on_fleet_frames(
     assert (
         meta["lora_merged"] >= 5
         and meta["batchnorm_folded"] >= 5
-        and meta["preprocess"] == "drivetl.pillars/1"
+        and meta["preprocess"] == "drivetl.pillars/2"
     )
+    assert meta["postprocess"]["version"] == "drivetl.decode/1"
+    assert meta["postprocess"]["coding"]["direction_axis"] == pytest.approx(np.pi / 4)
     heat, reg, boxes = _parity(spec, out, fleet, frames)
     assert heat <= 1e-4 and reg <= 1e-4 and boxes > 0
     json.dumps(meta)
@@ -145,3 +151,10 @@ def test_camera_model_export_is_refused_with_one_line(tiny, tmp_path, capsys) ->
     assert main(["export", "onnx", "--ckpt", str(tiny["fusion"]), "--out", str(tmp_path / "f.onnx")]) == 2
     err = capsys.readouterr().err
     assert "LiDAR-only" in err and not (tmp_path / "f.onnx").exists()
+
+
+def test_opset_without_scatter_max_is_refused_with_one_line(tiny, tmp_path, capsys) -> None:
+    out = tmp_path / "old.onnx"
+    assert main(["export", "onnx", "--ckpt", str(tiny["lidar"]), "--out", str(out), "--opset", "17"]) == 2
+    err = capsys.readouterr().err
+    assert "--opset 17" in err and "opset 18" in err and not out.exists()
