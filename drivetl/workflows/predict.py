@@ -192,7 +192,7 @@ def predict(
     atomic_write_text(out / MANIFEST, _json(manifest))
     summary = PredictSummary(out)
 
-    # which frames still need a file (a resumed run reads each record's key cheaply from its source)
+    # which frames still need a file (each frame's key read cheaply from its source, no points decoded)
     keys = _keys(ds)
     todo = [pos for pos, key in enumerate(keys) if overwrite or not frame_path(out, key).is_file()]
     summary.skipped = len(ds) - len(todo)
@@ -256,6 +256,9 @@ def _keys(ds: EvalData) -> list:
     keys = getattr(ds.source, "keys", None)  # team folders and the training cache list their keys
     if isinstance(keys, list | tuple):
         return [keys[i] for i in ds.indices]
+    record_key = getattr(ds.source, "record_key", None)  # Waymo TFRecords: the key from the record's head
+    if callable(record_key):
+        return [record_key(i) for i in ds.indices]
     return [ds.source[i].key for i in ds.indices]
 
 
