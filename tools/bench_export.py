@@ -6,13 +6,14 @@ without its camera branch (0.32 m pillars over ±74.88 m, 468 x 468). Frames are
 sweeps (`drivetl.ops._synthetic`, 180k points; 30k for the demo grid). Per frame, torch runs the whole
 model from canonical points (voxelization through drivetl.ops included); onnxruntime runs the
 documented pre-processing (numpy) plus the exported graph. Decoding is left out of both. Prints the
-median ms per frame of each, their ratio, the pre-processing's share, and ``uptime`` before and
-after: on a machine shared with other jobs the figures move with the load.
+median ms per frame of each, their ratio, the pre-processing's share, the largest difference of
+their heatmaps and regression, and ``uptime`` before and after: on a machine shared with other jobs
+the figures move with the load.
 
-Memory: the graph's input pads every pillar to the frame's largest one (no point is dropped). On a
-Waymo-like sweep (180k points, 0.32 m pillars) that is about 15k pillars x 576 points, and the pillar
-net's intermediates reach several GB: the "waymo" row needs a machine with that much free memory
-(``--only demo`` skips it). A points-per-pillar layout without padding is the planned fix.
+Memory: the graph takes per-point features and each point's pillar (pre-processing
+``drivetl.pillars/2``) and takes the pillar max with a scatter-max, so its intermediates grow with the
+points (N x channels), not with pillars x the largest pillar. Each row prints the process's peak
+resident memory so far (``ru_maxrss``; the demo row runs first).
 
 Usage: ``python tools/bench_export.py [--frames 3] [--repeats 3] [--threads N] [--only demo|waymo]``.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import resource
 import statistics
 import subprocess
 import tempfile
@@ -93,9 +95,7 @@ def bench(name: str, spec: dict, samples: list[Sample], repeats: int, threads: i
     pspec = PillarSpec(lid.grid.voxel_size, lid.grid.point_range, COLUMNS, lid.pfn.use_elongation)
     first = make_pillars(samples[0].points, COLUMNS, pspec)
     t0 = time.perf_counter()
-    proto = _export_bytes(
-        graph, tuple(torch.from_numpy(a) for a in (first.pillars, first.mask, first.coords)), 18
-    )
+    proto = _export_bytes(graph, tuple(torch.from_numpy(a) for a in first.arrays()), 18)
     export_s = time.perf_counter() - t0
     opts = ort.SessionOptions()
     if threads:
@@ -105,11 +105,15 @@ def bench(name: str, spec: dict, samples: list[Sample], repeats: int, threads: i
         path.write_bytes(proto.SerializeToString())
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     batches = [collate([s], image_size=None, columns=COLUMNS, camera_names=()) for s in samples]
-    torch_ms, ort_ms, pre_ms = [], [], []
+    torch_ms, ort_ms, pre_ms, diffs = [], [], [], []
     with torch.inference_mode():
         for s, b in zip(samples, batches, strict=True):
-            det(b)  # warm-up
-            session.run(None, make_pillars(s.points, COLUMNS, pspec).feeds())
+            out = det(b)  # warm-up, and the parity of the two on this frame
+            got = session.run(["heatmap", "regression"], make_pillars(s.points, COLUMNS, pspec).feeds())
+            diffs += [
+                float(np.abs(g - w.numpy()).max())
+                for g, w in zip(got, (out.heatmap, out.regression), strict=True)
+            ]
             torch_ms.append(median_ms(lambda b=b: det(b), repeats))
             pre_ms.append(median_ms(lambda s=s: make_pillars(s.points, COLUMNS, pspec), repeats))
             ort_ms.append(
@@ -119,10 +123,14 @@ def bench(name: str, spec: dict, samples: list[Sample], repeats: int, threads: i
             )
     t, o, p = statistics.median(torch_ms), statistics.median(ort_ms), statistics.median(pre_ms)
     pts = int(np.median([len(s.points) for s in samples]))
+    pillars = int(np.median([len(make_pillars(s.points, COLUMNS, pspec).coords) for s in samples]))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
     print(
-        f"{name:>6}: {pts:,} points/frame, grid {lid.grid.grid_shape[0]}x{lid.grid.grid_shape[1]} | "
+        f"{name:>6}: {pts:,} points/frame, {pillars:,} pillars, grid "
+        f"{lid.grid.grid_shape[0]}x{lid.grid.grid_shape[1]} | "
         f"torch eager {t:8.1f} ms | onnxruntime {o:8.1f} ms (pre-processing {p:.1f} ms) | "
-        f"torch / onnxruntime {t / o:.2f}x | export {export_s:.1f} s"
+        f"torch / onnxruntime {t / o:.2f}x | export {export_s:.1f} s | max |onnx - torch| {max(diffs):.1e} | "
+        f"peak RSS so far {peak_mb:,.0f} MB"
     )
 
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 DESCRIPTION = (
     "Export a detector for deployment. `onnx`: LoRA merged into the weights, FiLM fixed for one rig, "
-    "BatchNorm folded; the graph starts from padded pillar features and coordinates (pre-processing "
-    "drivetl.pillars/1, docs/export.md) and returns heatmaps and box regression; classes, grid, point "
-    "columns, rig and the checkpoint's sha256 are in the file's metadata. The file is written only when "
-    "onnxruntime reproduces the torch model to 1e-4."
+    "BatchNorm folded; the graph starts from per-point pillar features, each point's pillar and the "
+    "pillar cells (pre-processing drivetl.pillars/2, docs/predict.md) and returns heatmaps and box "
+    "regression; classes, grid, point columns, the box coding and decoding parameters, rig and the "
+    "checkpoint's sha256 are in the file's metadata. The file is written only when onnxruntime "
+    "reproduces the torch model to 1e-4."
 )
 
 
@@ -25,7 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     onnx.add_argument(
         "--rig", type=Path, help="rig.yaml (or a team folder) the export is for; required for FiLM adapters"
     )
-    onnx.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    onnx.add_argument(
+        "--opset",
+        type=int,
+        default=18,
+        help="ONNX opset (default 18, the lowest with the scatter-max the graph uses)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

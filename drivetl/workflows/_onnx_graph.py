@@ -11,9 +11,10 @@ in which
 - every BatchNorm directly after a Conv2d or Linear (nothing in between) is folded into that layer's
   weight and bias, which is exact in eval mode (`fold_batchnorm`).
 
-`PillarGraph(plain)` is the graph that is exported: it starts from the padded pillars the
-pre-processing builds (`drivetl.workflows._pillar_input`) and returns the head's heatmap logits and
-regression maps. Decoding and NMS stay outside the graph.
+`PillarGraph(plain)` is the graph that is exported: it starts from the per-point features and
+point -> pillar index the pre-processing builds (`drivetl.workflows._pillar_input`) and returns the
+head's heatmap logits and regression maps. Decoding and NMS stay outside the graph
+(`drivetl.workflows._onnx_decode`, numpy).
 """
 
 from __future__ import annotations
@@ -150,12 +151,16 @@ def adapter_leftovers(model: nn.Module) -> list[str]:
 
 
 class PillarGraph(nn.Module):
-    """The exported computation for one frame: padded pillars -> (heatmap, regression).
+    """The exported computation for one frame: point features and their pillars -> (heatmap, regression).
 
-    forward(pillars (P, K, F) float32, mask (P, K) float32 1 for a real point, coords (P, 2) int64
-    ``(iy, ix)`` pillar cells) -> heatmap logits (1, classes, H, W), regression (1, C, H, W). F is
-    the pillar net's input: x, y, z, intensity (+ elongation), the point minus its pillar's point
-    mean (3), the point's x, y minus its pillar's centre (2); see `drivetl.workflows._pillar_input`.
+    forward(features (N, F) float32, pillar_index (N,) int64 each point's row of coords, coords (P, 2)
+    int64 ``(iy, ix)`` pillar cells) -> heatmap logits (1, classes, H, W), regression (1, C, H, W). F is
+    the pillar net's input: x, y, z, intensity (+ elongation), the point minus its pillar's point mean
+    (3), the point's x, y minus its pillar's centre (2); see `drivetl.workflows._pillar_input`.
+
+    Each pillar-net layer runs per point (Linear with its BatchNorm folded, ReLU); the pillar max is a
+    scatter-max into a zero (P, C) tensor, exact because every value after the ReLU is >= 0 and every
+    pillar has a point. Memory grows with N x C, never with P x (largest pillar).
     """
 
     def __init__(self, plain: nn.Module):
@@ -164,6 +169,7 @@ class PillarGraph(nn.Module):
         self.layers = nn.ModuleList(
             nn.Sequential(layer["linear"], layer["norm"]) for layer in lidar.pfn.layers
         )
+        self.widths = [int(layer["linear"].out_features) for layer in lidar.pfn.layers]
         self.backbone = lidar.backbone
         self.neck = lidar.neck
         self.head = plain.head
@@ -172,18 +178,18 @@ class PillarGraph(nn.Module):
         self.channels = int(lidar.pfn.out_channels)
 
     def forward(
-        self, pillars: torch.Tensor, mask: torch.Tensor, coords: torch.Tensor
+        self, features: torch.Tensor, pillar_index: torch.Tensor, coords: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """See the class docstring."""
-        x = pillars
-        m = mask.unsqueeze(-1)
-        pooled = x.new_zeros((x.shape[0], self.channels))
-        for i, layer in enumerate(self.layers):
-            # after the ReLU every value is >= 0, so zeroing the padding leaves each pillar's max as is
-            x = torch.relu(layer(x)) * m
-            pooled = x.amax(dim=1)
+        x = features
+        p = coords.shape[0]
+        pooled = x.new_zeros((p, self.channels))
+        for i, (layer, width) in enumerate(zip(self.layers, self.widths, strict=True)):
+            x = torch.relu(layer(x))
+            index = pillar_index.unsqueeze(1).expand(-1, width)
+            pooled = x.new_zeros((p, width)).scatter_reduce(0, index, x, "amax", include_self=True)
             if i + 1 < len(self.layers):
-                x = torch.cat([x, pooled.unsqueeze(1).expand(-1, x.shape[1], -1)], -1)
+                x = torch.cat([x, pooled[pillar_index]], 1)
         cell = coords[:, 0] * self.nx + coords[:, 1]
         canvas = pooled.new_zeros((self.ny * self.nx, pooled.shape[1])).index_copy(0, cell, pooled)
         canvas = canvas.view(1, self.ny, self.nx, -1).permute(0, 3, 1, 2).contiguous()

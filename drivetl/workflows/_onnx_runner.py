@@ -1,10 +1,17 @@
-"""Running an exported detector with onnxruntime: pre-processing, the session, the file's metadata.
+"""Running an exported detector with onnxruntime and numpy only: pre-processing, the session, decoding.
 
 ``OnnxDetector("model.onnx")`` reads the metadata `drivetl.workflows.export_onnx` wrote (classes,
-grid, point columns, pre-processing version), opens a CPU session, and ``maps(points, columns)``
-returns the heatmap logits and regression of one frame (numpy) from its canonical points, through
-`drivetl.workflows._pillar_input.make_pillars`. The network runs without torch; decoding and NMS are
-the documented post-processing (`drivetl.models.decode`), applied by the caller.
+grid, point columns, pre-processing and post-processing versions, box coding) and opens a CPU
+session. For one frame's canonical points:
+
+- ``maps(points, columns)``: heatmap logits and regression (numpy), through the pre-processing
+  `drivetl.workflows._pillar_input.make_pillars`;
+- ``detect(points, columns, score_threshold)``: the boxes, decoded by
+  `drivetl.workflows._onnx_decode.decode_maps` (peaks, box coding, per-class rotated NMS), the same
+  maths as the torch decode.
+
+Neither this module nor what it imports loads torch (tests/workflows/test_onnx_decode.py checks it
+in a fresh interpreter that cannot import torch); onnx and onnxruntime are imported when used.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from drivetl.errors import CheckpointError, ConfigError
+from drivetl.workflows._onnx_decode import NumpyDetections, Postprocess, decode_maps
 from drivetl.workflows._pillar_input import PREPROCESS, PillarSpec, make_pillars
 
 ONNX_FORMAT = "drivetl.onnx/1"
@@ -54,7 +62,8 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
             out[name] = value
     if out.get("preprocess") != PREPROCESS:
         raise CheckpointError(
-            f"{path}: pre-processing {out.get('preprocess')!r}; this drivetl implements {PREPROCESS}"
+            f"{path}: pre-processing {str(out.get('preprocess'))[:40]!r}; this drivetl implements "
+            f"{PREPROCESS} (export the model again with `drivetl export onnx`)"
         )
     return out
 
@@ -71,7 +80,15 @@ class OnnxDetector:
             ) from None
         self.path = Path(path)
         self.meta = read_onnx_metadata(self.path)
-        self.spec = PillarSpec.from_dict({**self.meta["grid"], "columns": self.meta["columns"]})
+        try:
+            self.spec = PillarSpec.from_dict({**self.meta["grid"], "columns": self.meta["columns"]})
+            bev = self.meta["grid"]["bev"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"{self.path}: grid metadata is incomplete ({type(exc).__name__}: {str(exc)[:60]}); "
+                "export the model again with `drivetl export onnx`"
+            ) from None
+        self.post = Postprocess.from_dict(self.meta.get("postprocess") or {}, bev, str(self.path))
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = int(threads)
@@ -97,3 +114,8 @@ class OnnxDetector:
         feeds = make_pillars(points, columns, self.spec).feeds()
         heat, reg = self.session.run(["heatmap", "regression"], feeds)
         return heat, reg
+
+    def detect(self, points: np.ndarray, columns: Sequence[str], score_threshold: float) -> NumpyDetections:
+        """The boxes of one frame's canonical points (N, C): canonical vehicle frame, best first."""
+        heat, reg = self.maps(points, columns)
+        return decode_maps(heat, reg, self.post, score_threshold)[0]

@@ -5,19 +5,21 @@
 1. loads the model as evaluate does (a checkpoint, or adapters on their base);
 2. makes it plain (`drivetl.workflows._onnx_graph.plain_detector`): LoRA merged into the weights,
    FiLM fixed for the export's rig, BatchNorm folded where it directly follows a Conv2d/Linear;
-3. exports `PillarGraph` with torch's ONNX exporter (torch.export based), with dynamic pillar and
-   points-per-pillar counts: inputs ``pillars`` (P, K, F), ``mask`` (P, K), ``coords`` (P, 2); outputs
-   ``heatmap`` (1, classes, H, W) and ``regression`` (1, C, H, W) (C = 8, or 9 with a direction
-   classifier; ``postprocess.coding`` says how to decode it, `drivetl.models.heads.BoxCoding`);
+3. exports `PillarGraph` with torch's ONNX exporter (torch.export based, opset >= 18 for the
+   scatter-max), with dynamic point and pillar counts: inputs ``features`` (N, F), ``pillar_index``
+   (N,), ``coords`` (P, 2); outputs ``heatmap`` (1, classes, H, W) and ``regression`` (1, C, H, W)
+   (C = 8, or 9 with a direction classifier; ``postprocess.coding`` says how to decode it);
 4. writes metadata (``metadata_props``, values JSON): ``drivetl.format``, ``classes``,
    ``canonical_classes``, ``grid`` (voxel size, point range, BEV output geometry), ``columns``,
    ``preprocess`` (the version of `drivetl.workflows._pillar_input`), ``rig``, ``checkpoint_sha256``
-   (of every file the model came from), ``source``, ``postprocess`` (the decoding parameters);
+   (of every file the model came from), ``source``, ``postprocess`` (version ``drivetl.decode/1``:
+   top-k, NMS IoU, most detections, and the box coding: size priors, direction classifier and its
+   axis; `drivetl.workflows._onnx_decode` decodes with these alone);
 5. checks the written file with onnxruntime against the plain torch graph on a generated frame and
    writes it atomically only when they agree (<= 1e-4).
 
 Voxelization, pillar features and decoding (peaks, boxes, rotated NMS) stay outside the graph; see
-docs/export.md.
+docs/predict.md.
 """
 
 from __future__ import annotations
@@ -38,21 +40,34 @@ import torch
 from drivetl._io import atomic_write_bytes
 from drivetl.errors import CheckpointError, ConfigError
 from drivetl.workflows._evaluate_load import LoadedModel, ModelSpec, load_model
+from drivetl.workflows._onnx_decode import DECODE
 from drivetl.workflows._onnx_graph import PillarGraph, adapter_leftovers, plain_detector
 from drivetl.workflows._onnx_runner import ONNX_FORMAT
-from drivetl.workflows._pillar_input import PREPROCESS, PillarSpec, make_pillars
+from drivetl.workflows._pillar_input import INPUTS, PREPROCESS, PillarSpec, make_pillars
 
-__all__ = ["ExportResult", "POSTPROCESS", "export_onnx", "file_sha256", "pillar_spec"]
+__all__ = [
+    "ExportResult",
+    "MIN_OPSET",
+    "POSTPROCESS",
+    "coding_metadata",
+    "export_onnx",
+    "file_sha256",
+    "pillar_spec",
+]
 
-#: decoding outside the graph (`drivetl.models.decode`'s parameters)
+#: decoding outside the graph (`drivetl.workflows._onnx_decode`, the maths of `drivetl.models.decode`
+#: with its default parameters); the box coding is added per model
 POSTPROCESS = {
-    "decode": "drivetl.models.decode",
-    "peaks": "3x3 max-pool local maxima of sigmoid(heatmap)",
+    "version": DECODE,
+    "scores": "sigmoid(heatmap)",
+    "peaks": "3x3 max-pool local maxima of the scores",
     "top_k": 200,
+    "nms": "per class, greedy, bird's-eye rotated IoU",
     "nms_iou": 0.2,
     "max_detections": 100,
-    "regression": ["dx", "dy", "z", "log_l", "log_w", "log_h", "sin", "cos"],
 }
+#: lowest opset with ScatterElements reduction="max" (the pillar max of the point-level input)
+MIN_OPSET = 18
 #: largest absolute difference between onnxruntime and torch accepted by the export's own check
 TOLERANCE = 1e-4
 
@@ -83,6 +98,14 @@ def pillar_spec(loaded: LoadedModel) -> PillarSpec:
     return PillarSpec(
         lidar.grid.voxel_size, lidar.grid.point_range, tuple(loaded.columns), bool(lidar.pfn.use_elongation)
     )
+
+
+def coding_metadata(coding: Any) -> dict[str, Any]:
+    """The box coding of a head (`drivetl.models.heads.BoxCoding`) as the metadata carries it: size
+    priors (K x 3 metres or None), direction classifier, its axis (radians), channel names."""
+    from drivetl.models.heads import DIRECTION_AXIS
+
+    return {**coding.to_dict(), "direction_axis": float(DIRECTION_AXIS)}
 
 
 def _model_files(spec: ModelSpec, loaded: LoadedModel) -> list[Path]:
@@ -124,7 +147,12 @@ def _probe_frame(spec: PillarSpec, seed: int = 0) -> np.ndarray:
 def _export_bytes(graph: PillarGraph, example: tuple[torch.Tensor, ...], opset: int) -> Any:
     from torch.export import Dim
 
-    p, k = Dim("pillars", min=1), Dim("points_per_pillar", min=1)
+    if opset < MIN_OPSET:
+        raise ConfigError(
+            f"--opset {opset}: the graph's pillar max is a ScatterElements with reduction='max', "
+            f"which needs opset {MIN_OPSET} or later"
+        )
+    n, p = Dim("points", min=1), Dim("pillars", min=1)
     sink = io.StringIO()
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         program = torch.onnx.export(
@@ -132,9 +160,9 @@ def _export_bytes(graph: PillarGraph, example: tuple[torch.Tensor, ...], opset: 
             example,
             dynamo=True,
             opset_version=opset,
-            input_names=["pillars", "mask", "coords"],
+            input_names=list(INPUTS),
             output_names=["heatmap", "regression"],
-            dynamic_shapes={"pillars": {0: p, 1: k}, "mask": {0: p, 1: k}, "coords": {0: p}},
+            dynamic_shapes={"features": {0: n}, "pillar_index": {0: n}, "coords": {0: p}},
             optimize=True,
             verbose=False,
         )
@@ -165,7 +193,7 @@ def export_onnx(
     graph = PillarGraph(plain).eval()
     pspec = pillar_spec(loaded)
     probe = make_pillars(_probe_frame(pspec), pspec.columns, pspec)
-    example = tuple(torch.from_numpy(a) for a in (probe.pillars, probe.mask, probe.coords))
+    example = tuple(torch.from_numpy(a) for a in probe.arrays())
     proto = _export_bytes(graph, example, opset)
     initializers = [t.name for t in proto.graph.initializer]
     if any("lora" in n for n in initializers) or adapter_leftovers(plain):
@@ -190,11 +218,7 @@ def export_onnx(
         },
         "columns": list(pspec.columns),
         "preprocess": PREPROCESS,
-        "postprocess": {
-            **POSTPROCESS,
-            "regression": loaded.model.head.coding.names,
-            "coding": loaded.model.head.coding.to_dict(),
-        },
+        "postprocess": {**POSTPROCESS, "coding": coding_metadata(loaded.model.head.coding)},
         "rig": rig_name,
         "checkpoint_sha256": file_sha256(files),
         "source": loaded.source,

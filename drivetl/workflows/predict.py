@@ -61,6 +61,10 @@ class PredictSummary:
         return self.predicted / self.seconds if self.predicted and self.seconds > 0 else float("nan")
 
 
+#: one frame's detections: boxes (D, 7) canonical vehicle frame, scores (D,), class indices (D,)
+_Found = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
 class _TorchPredictor:
     """A checkpoint (or adapters on their base) run in torch."""
 
@@ -79,18 +83,21 @@ class _TorchPredictor:
         self.geometry = self.model.geometry
         self.coding = self.model.head.coding
 
-    def maps(self, samples, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def detect(self, samples, batch, score_threshold: float) -> list[_Found]:
+        """Per frame: boxes (D, 7), scores (D,), class indices (D,) (numpy, best first)."""
         from drivetl.models.adapters import adapted_forward
 
         out = adapted_forward(self.model, batch.to(self.device))
-        return out.heatmap, out.regression
+        dets = decode(
+            out.heatmap, out.regression, self.geometry, score_threshold=score_threshold, coding=self.coding
+        )
+        return [(d.boxes.cpu().numpy(), d.scores.cpu().numpy(), d.labels.cpu().numpy()) for d in dets]
 
 
 class _OnnxPredictor:
-    """An exported model run with onnxruntime, one frame at a time."""
+    """An exported model run with onnxruntime and decoded with numpy (no torch), one frame at a time."""
 
     def __init__(self, path: Path):
-        from drivetl.models.heads import BEVGeometry, BoxCoding
         from drivetl.workflows._onnx_runner import OnnxDetector
         from drivetl.workflows.export_onnx import file_sha256
 
@@ -103,19 +110,11 @@ class _OnnxPredictor:
         self.columns = self.detector.columns
         self.spec = BatchSpec(columns=self.columns, classes=self.classes)
         self.point_range = tuple(meta["grid"]["point_range"])
-        g = self.detector.geometry
-        self.geometry = BEVGeometry(
-            g["x_min"], g["y_min"], g["cell_x"], g["cell_y"], int(g["height"]), int(g["width"])
-        )
-        self.coding = BoxCoding.from_dict((meta.get("postprocess") or {}).get("coding"))
 
-    def maps(self, samples, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        heats, regs = [], []
-        for s in samples:
-            h, r = self.detector.maps(s.points, s.columns)
-            heats.append(h)
-            regs.append(r)
-        return torch.from_numpy(np.concatenate(heats)), torch.from_numpy(np.concatenate(regs))
+    def detect(self, samples, batch, score_threshold: float) -> list[_Found]:
+        """Per frame: boxes (D, 7), scores (D,), class indices (D,) (numpy, best first)."""
+        dets = [self.detector.detect(s.points, s.columns, score_threshold) for s in samples]
+        return [(d.boxes, d.scores, d.labels) for d in dets]
 
 
 def _manifest(pred, data: EvalData, score_threshold: float) -> dict[str, Any]:
@@ -193,7 +192,7 @@ def predict(
     atomic_write_text(out / MANIFEST, _json(manifest))
     summary = PredictSummary(out)
 
-    # which frames still need a file (a resumed run reads each record's key cheaply from its source)
+    # which frames still need a file (each frame's key read cheaply from its source, no points decoded)
     keys = _keys(ds)
     todo = [pos for pos, key in enumerate(keys) if overwrite or not frame_path(out, key).is_file()]
     summary.skipped = len(ds) - len(todo)
@@ -211,12 +210,10 @@ def predict(
     done = 0
     with torch.inference_mode():
         for samples, batch in loader:
-            heat, reg = pred.maps(samples, batch)
-            dets = decode(heat, reg, pred.geometry, score_threshold=score_threshold, coding=pred.coding)
-            for s, d in zip(samples, dets, strict=True):
-                names = [pred.canonical[i] or pred.classes[i] for i in d.labels.tolist()]
-                boxes = d.boxes.double().cpu().numpy()
-                scores = d.scores.double().cpu().numpy()
+            found = pred.detect(samples, batch, score_threshold)
+            for s, (boxes, scores, labels) in zip(samples, found, strict=True):
+                names = [pred.canonical[i] or pred.classes[i] for i in labels.tolist()]
+                boxes, scores = boxes.astype(np.float64), scores.astype(np.float64)
                 write_frame(out, frame_document(s.key, boxes, scores, names, s.ground_z))
                 summary.detections += len(names)
                 for n in names:
@@ -259,6 +256,9 @@ def _keys(ds: EvalData) -> list:
     keys = getattr(ds.source, "keys", None)  # team folders and the training cache list their keys
     if isinstance(keys, list | tuple):
         return [keys[i] for i in ds.indices]
+    record_key = getattr(ds.source, "record_key", None)  # Waymo TFRecords: the key from the record's head
+    if callable(record_key):
+        return [record_key(i) for i in ds.indices]
     return [ds.source[i].key for i in ds.indices]
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from drivetl.data.formats._tfrecord import TFRecordWriter
 from drivetl.data.formats.waymo import RangeImageData, WaymoV1Reader, WaymoWriter, build_frame
+from drivetl.data.formats.waymo._reader import parse_frame
 from drivetl.data.formats.waymo._synthetic import synthetic_frame
 from drivetl.errors import DataError
 
@@ -176,3 +177,35 @@ def test_empty_file_is_an_error(tmp_path) -> None:
         list(WaymoV1Reader(empty))
     with pytest.raises(DataError, match=r"empty\.tfrecord: no records"):
         WaymoRecordIndex([empty])
+
+
+def test_record_key_reads_the_head_of_the_record_only(tmp_path, small, monkeypatch) -> None:
+    """`WaymoRecordIndex.record_key` gives `index[i].key` from the record's first bytes, decoding no
+    range image and parsing no Frame; a context larger than the prefix falls back to a proto parse."""
+    import drivetl.data.formats.waymo._index as index_module
+    from drivetl.data.formats.waymo import WaymoRecordIndex, WaymoWriter
+
+    record, ri = small
+    path = tmp_path / "keys.tfrecord"
+    names = ["seg_a", "séquence_ü", "seg_a"]
+    with WaymoWriter(path) as w:
+        for i, name in enumerate(names):
+            key = dataclasses.replace(record.key, segment=name, timestamp_us=1_000_000 + 7 * i)
+            w.write(dataclasses.replace(record, key=key), ri)
+    index = WaymoRecordIndex([path])
+    want = [index[i].key for i in range(len(index))]
+    assert [k.segment for k in want] == names and len({k.timestamp_us for k in want}) == 3
+
+    def no_parse(*args, **kwargs):
+        raise AssertionError("the key must come from the record's head, not a Frame parse")
+
+    with monkeypatch.context() as m:
+        m.setattr(index_module, "parse_frame", no_parse)
+        m.setattr(index_module, "WaymoFrame", no_parse)
+        assert [index.record_key(i) for i in range(len(index))] == want
+    parsed = []
+    with monkeypatch.context() as m:
+        m.setattr(index_module, "KEY_PREFIX_BYTES", 40)  # shorter than the context: the fallback
+        m.setattr(index_module, "parse_frame", lambda d, where: parsed.append(where) or parse_frame(d, where))
+        assert [index.record_key(i) for i in range(len(index))] == want
+    assert len(parsed) == 3 and "keys.tfrecord: record 2 at byte offset" in parsed[2]

@@ -94,9 +94,13 @@ def test_lora_export_has_no_adapter_tensors_and_matches_torch_on_fleet_frames(
     model = onnx.load(str(out))
     names = [t.name for t in model.graph.initializer] + [n.name for n in model.graph.node]
     assert names and not [n for n in names if "lora" in n.lower() or "film" in n.lower()]
-    assert {i.name for i in model.graph.input} == {"pillars", "mask", "coords"}
-    dims = [d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim]
-    assert dims[0] and dims[1], f"pillar and points-per-pillar counts must be dynamic, got {dims}"
+    assert [i.name for i in model.graph.input] == ["features", "pillar_index", "coords"]
+    dims = [[d.dim_param for d in i.type.tensor_type.shape.dim] for i in model.graph.input]
+    assert dims[0][0] and dims[1][0] and dims[2][0], f"point and pillar counts must be dynamic, got {dims}"
+    assert dims[0][0] == dims[1][0] and dims[0][1] == "" and dims[2][1] == "", dims
+    reductions = [a.s for n in model.graph.node if n.op_type == "ScatterElements" for a in n.attribute]
+    layers = len(load_model(ModelSpec.parse(spec)).model.lidar.pfn.layers)
+    assert reductions.count(b"max") == layers, "one scatter-max per pillar-net layer"
     meta = read_onnx_metadata(out)
     adapter, base = spec.split("@")
     assert meta["checkpoint_sha256"] == file_sha256([Path(adapter), Path(base)])
@@ -106,8 +110,10 @@ def test_lora_export_has_no_adapter_tensors_and_matches_torch_on_fleet_frames(
     assert (
         meta["lora_merged"] >= 5
         and meta["batchnorm_folded"] >= 5
-        and meta["preprocess"] == "drivetl.pillars/1"
+        and meta["preprocess"] == "drivetl.pillars/2"
     )
+    assert meta["postprocess"]["version"] == "drivetl.decode/1"
+    assert meta["postprocess"]["coding"]["direction_axis"] == pytest.approx(np.pi / 4)
     heat, reg, boxes = _parity(spec, out, fleet, frames)
     assert heat <= 1e-4 and reg <= 1e-4 and boxes > 0
     json.dumps(meta)
@@ -145,3 +151,56 @@ def test_camera_model_export_is_refused_with_one_line(tiny, tmp_path, capsys) ->
     assert main(["export", "onnx", "--ckpt", str(tiny["fusion"]), "--out", str(tmp_path / "f.onnx")]) == 2
     err = capsys.readouterr().err
     assert "LiDAR-only" in err and not (tmp_path / "f.onnx").exists()
+
+
+def test_opset_without_scatter_max_is_refused_with_one_line(tiny, tmp_path, capsys) -> None:
+    out = tmp_path / "old.onnx"
+    assert main(["export", "onnx", "--ckpt", str(tiny["lidar"]), "--out", str(out), "--opset", "17"]) == 2
+    err = capsys.readouterr().err
+    assert "--opset 17" in err and "opset 18" in err and not out.exists()
+
+
+@pytest.mark.slow
+def test_waymo_scale_architecture_exports_and_matches_torch_on_a_full_sweep() -> None:
+    """The LiDAR branch of configs/pretrain/waymo_fusion.yaml (0.32 m pillars over +-74.88 m, two
+    pillar-net layers) on a 180k-point Waymo-like sweep (~15k pillars, the largest with hundreds of
+    points): the point-level input keeps onnxruntime's memory to the points, and its maps match torch."""
+    import copy
+
+    import onnxruntime as ort
+    import yaml
+
+    from drivetl.data.collate import collate
+    from drivetl.data.records import Boxes, FrameKey, Sample
+    from drivetl.models import instantiate
+    from drivetl.ops._synthetic import waymo_like_points
+    from drivetl.workflows._onnx_graph import PillarGraph, plain_detector
+    from drivetl.workflows._pillar_input import PillarSpec, make_pillars
+    from drivetl.workflows.export_onnx import _export_bytes
+
+    cfg = yaml.safe_load((ROOT / "configs" / "pretrain" / "waymo_fusion.yaml").read_text())
+    det_spec = copy.deepcopy(cfg["model"]["init_args"]["detector"])
+    for key in ("camera", "camera_dropout", "camera_lift_stride"):
+        det_spec["init_args"].pop(key, None)
+    det_spec["init_args"].update(occupancy_head=False, align_head=False)
+    torch.manual_seed(0)
+    det = instantiate(det_spec).eval()
+    columns = ("x", "y", "z", "intensity", "elongation")
+    points = waymo_like_points(180_000, seed=3).numpy()
+    points = np.column_stack([points, np.zeros(len(points), np.float32)])
+    lid = det.lidar
+    spec = PillarSpec(lid.grid.voxel_size, lid.grid.point_range, columns, lid.pfn.use_elongation)
+    inputs = make_pillars(points, columns, spec)
+    largest = int(np.bincount(inputs.pillar_index).max())
+    assert len(inputs.coords) > 10_000 and largest > 200, (len(inputs.coords), largest)
+    plain, _ = plain_detector(det)
+    proto = _export_bytes(PillarGraph(plain).eval(), tuple(torch.from_numpy(a) for a in inputs.arrays()), 18)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    heat, reg = session.run(["heatmap", "regression"], inputs.feeds())
+    batch = collate(
+        [Sample(FrameKey("sweep", 0), points, columns, Boxes.empty())], columns=columns, camera_names=()
+    )
+    with torch.no_grad():
+        out = det(batch)
+    assert np.abs(heat - out.heatmap.numpy()).max() <= 1e-4
+    assert np.abs(reg - out.regression.numpy()).max() <= 1e-4

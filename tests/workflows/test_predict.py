@@ -127,3 +127,29 @@ def test_predict_bad_input_exit_2(case, tiny, tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert "drivetl predict: error:" in err and expect in err
     assert not (tmp_path / "o" / "frames").exists()
+
+
+def test_resume_on_waymo_tfrecords_reads_keys_without_decoding_frames(tiny, tmp_path, monkeypatch) -> None:
+    """A resumed run over Waymo TFRecords learns which frames are done from each record's head:
+    only the frame it predicts (and the first, read at start-up) is decoded."""
+    from drivetl.data.formats.waymo import WaymoRecordIndex, WaymoWriter
+    from drivetl.data.formats.waymo._synthetic import synthetic_frame
+    from drivetl.workflows.predict import predict
+
+    data = tmp_path / "waymo"
+    data.mkdir()
+    with WaymoWriter(data / "a.tfrecord") as w:
+        for i in range(4):
+            w.write(*synthetic_frame(i, top_shape=(16, 200), side_shape=(8, 40), timestamp_us=2_000_000 + i))
+    kw = {"render": 0, "batch_size": 2, "log": None, "html": False}
+    first = predict(str(tiny["lidar"]), data, tmp_path / "pred", max_frames=3, **kw)
+    assert first.predicted == 3
+    decoded = []
+    getitem = WaymoRecordIndex.__getitem__
+    monkeypatch.setattr(WaymoRecordIndex, "__getitem__", lambda s, i: decoded.append(i) or getitem(s, i))
+    second = predict(str(tiny["lidar"]), data, tmp_path / "pred", **kw)
+    assert (second.skipped, second.predicted) == (3, 1)
+    # record 0 is read at start-up (the index checks it is a Frame; the rig comes from it), 3 is predicted
+    assert set(decoded) == {0, 3}, decoded
+    files = sorted((tmp_path / "pred" / "frames").rglob("*.json"))
+    assert [f.stem for f in files] == [str(2_000_000 + i) for i in range(4)]
