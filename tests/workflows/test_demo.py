@@ -52,7 +52,10 @@ def _stand_ins(monkeypatch, calls: list[str]) -> None:
     monkeypatch.setattr(
         _demo_stages,
         "simulate_fleet",
-        lambda plan, sim, log, rig=None: (calls.append("fleet"), touch(plan.path("fleet", "splits", "test.txt"))),
+        lambda plan, sim, log, rig=None: (
+            calls.append("fleet"),
+            touch(plan.path("fleet", "splits", "test.txt")),
+        ),
     )
     monkeypatch.setattr(
         _demo_stages,
