@@ -10,7 +10,10 @@ DESCRIPTION = (
     "rig (fleet_xt32), supervised pretraining on the source, LoRA adapters fine-tuned on 10%% of the fleet "
     "labels, the same recipe from scratch, and an evaluation of scratch, source-only and adapted on held-out "
     "fleet streets. About seven minutes on two quiet CPU cores at --scale 1; stages already done are "
-    "skipped, so an interrupted demo resumes."
+    "skipped, so an interrupted demo resumes. --modality fusion keeps a front camera on both rigs (the "
+    "fleet's with other intrinsics, distortion and mounting), also pretrains and adapts a LiDAR + camera "
+    "detector, and reports LiDAR-only against fusion with the fusion health; in a folder where the "
+    "LiDAR-only demo ran, its trained models are reused."
 )
 
 
@@ -22,9 +25,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="simulation and training seed (default 0)")
     parser.add_argument("--workers", type=int, default=1, help="simulation/data worker processes (default 1)")
+    parser.add_argument(
+        "--modality",
+        choices=("lidar", "fusion"),
+        default="lidar",
+        help="lidar (default): LiDAR-only models; fusion: also a LiDAR + camera detector, "
+        "compared side by side",
+    )
     parser.add_argument("--force", action="store_true", help="rerun every stage, even those already done")
     parser.add_argument(
-        "--until", help="stop after this stage (source, fleet, pretrain, adapt, scratch, evaluate)"
+        "--until",
+        help="stop after this stage (source, fleet, pretrain, adapt, scratch, "
+        "[fusion_pretrain, fusion_adapt,] evaluate)",
     )
 
 
@@ -32,12 +44,15 @@ def run(args: argparse.Namespace) -> int:
     """Run `drivetl demo`; returns the exit code."""
     from drivetl.workflows.demo import DemoPlan, run_demo
 
-    plan = DemoPlan.for_scale(args.out, args.scale, args.seed, workers=max(1, args.workers))
-    print(f"drivetl demo: scale {plan.scale:g}, seed {plan.seed}, folder {plan.out}")
+    plan = DemoPlan.for_scale(
+        args.out, args.scale, args.seed, workers=max(1, args.workers), modality=args.modality
+    )
+    print(f"drivetl demo: {plan.modality}, scale {plan.scale:g}, seed {plan.seed}, folder {plan.out}")
     print(
         f"  source {plan.source_frames} frames; fleet {plan.fleet_train_frames} train "
         f"({plan.labeled_frames} labeled) / {plan.fleet_val_frames} val / {plan.fleet_test_frames} test; "
         f"pretrain {plan.pretrain_steps} steps, fine-tune {plan.finetune_steps} steps"
+        + (" (LiDAR-only and fusion models each)" if plan.fusion else "")
     )
     result = run_demo(plan, log=lambda m: print(m, flush=True), force=args.force, until=args.until)
     if result.table:

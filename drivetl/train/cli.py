@@ -48,9 +48,11 @@ __all__ = [
     "FinetuneCLI",
     "FinetuneStart",
     "PretrainCLI",
+    "StepCheckpoints",
     "export_run",
     "run_finetune",
     "run_pretrain",
+    "step_checkpoint",
 ]
 
 ADAPTER_FILE = "adapters.safetensors"
@@ -213,6 +215,52 @@ class FinetuneStart(Callback):
             if not isinstance(dm, FinetuneDataModule):
                 raise ConfigError("reestimate_norms needs the fine-tune data module (FinetuneDataModule)")
             pl_module.reestimate_norms(dm.norm_dataloader())
+
+
+def step_checkpoint(dirpath: str | Path, step: int) -> Path:
+    """The file `StepCheckpoints` writes for training step `step` in `dirpath`."""
+    return Path(dirpath) / f"step_{int(step):06d}.ckpt"
+
+
+class StepCheckpoints(Callback):
+    """Saves the weights at the listed training steps, ``<dirpath>/step_<N>.ckpt`` (`step_checkpoint`),
+    so one run gives the model at several points of its training (a learning curve).
+
+    steps: optimizer steps after which to save; 0 saves the model before its first update. The files
+    are the run's own checkpoints, weights only, with the drivetl metadata (`drivetl evaluate` and
+    `load_finetuned` read them), written under a temporary name and renamed. A step the run does not
+    reach writes nothing. In YAML: ``trainer.callbacks: [{class_path:
+    drivetl.train.cli.StepCheckpoints, init_args: {steps: [0, 50, 100], dirpath: RUN/steps}}]``.
+    """
+
+    def __init__(self, steps: Sequence[int], dirpath: str):
+        super().__init__()
+        bad = [s for s in steps if int(s) != s or s < 0]
+        if bad or not steps:
+            raise ConfigError(f"StepCheckpoints: steps must be integers >= 0, got {list(steps)[:10]}")
+        self.steps = frozenset(int(s) for s in steps)
+        self.dirpath = Path(dirpath)
+        self._saved: set[int] = set()
+
+    def _save(self, trainer: Trainer, step: int) -> None:
+        if step not in self.steps or step in self._saved:
+            return
+        path = step_checkpoint(self.dirpath, step)
+        tmp = path.with_name(f".{path.name}.partial")
+        if trainer.is_global_zero:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(tmp, weights_only=True)
+        if trainer.is_global_zero:
+            os.replace(tmp, path)
+        self._saved.add(step)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Step 0: the weights before the first update (after `FinetuneStart`'s norm re-estimation)."""
+        self._save(trainer, int(trainer.global_step))
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        """After each optimizer step: save when the step is listed."""
+        self._save(trainer, int(trainer.global_step))
 
 
 class FinetuneCLI(DrivetlCLI):

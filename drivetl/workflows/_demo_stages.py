@@ -53,10 +53,11 @@ def _sim(
         log("  " + line)
 
 
-def simulate_source(plan, simulate: Simulate, log: Callable) -> None:
+def simulate_source(plan, simulate: Simulate, log: Callable, rig=None) -> None:
+    """The source folder (Waymo format) from `rig` (default: the demo's LiDAR-only source rig)."""
     _sim(
         simulate,
-        cfg.source_rig(),
+        rig or cfg.source_rig(),
         plan.source_frames,
         plan.path("source"),
         "waymo",
@@ -71,12 +72,15 @@ def source_complete(plan) -> bool:
     return len(list(plan.path("source").glob("*.tfrecord"))) >= plan.source_frames // 10
 
 
-def simulate_fleet(plan, simulate: Simulate, log: Callable) -> None:
-    """The fleet folder, then its splits by street: train, then val, then test segments."""
+def simulate_fleet(plan, simulate: Simulate, log: Callable, rig=None) -> None:
+    """The fleet folder from `rig` (default: the demo's LiDAR-only fleet rig), then its splits by
+    street: train, then val, then test segments."""
     from drivetl.data.formats.team import TeamReader
 
     root = plan.path("fleet")
-    _sim(simulate, cfg.fleet_rig(), plan.fleet_frames, root, "team", plan.seed + 1000, plan.workers, log)
+    _sim(
+        simulate, rig or cfg.fleet_rig(), plan.fleet_frames, root, "team", plan.seed + 1000, plan.workers, log
+    )
     keys = sorted(TeamReader(root).keys)
     segments = sorted({k.segment for k in keys})
     n_train, n_val = plan.fleet_train_frames // 10, plan.fleet_val_frames // 10
@@ -93,8 +97,9 @@ def simulate_fleet(plan, simulate: Simulate, log: Callable) -> None:
         log(f"  split {name}: {len(members)} frames ({len(segs)} streets)")
 
 
-def pretrained_ckpt(plan) -> Path:
-    return plan.path("runs", "pretrain", "pretrained.ckpt")
+def pretrained_ckpt(plan, run: str = "pretrain") -> Path:
+    """The pretrained checkpoint of the pretraining run folder ``runs/<run>``."""
+    return plan.path("runs", run, "pretrained.ckpt")
 
 
 def _quiet_lightning() -> None:
@@ -108,17 +113,22 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
 
 
-def pretrain(plan, log: Callable) -> None:
+def pretrain(
+    plan, log: Callable, run: str = "pretrain", config_fn: Callable[[Path], dict] | None = None
+) -> None:
+    """Pretrain into ``runs/<run>`` (resuming its last checkpoint); config_fn(run folder) -> the
+    config (default: the demo's LiDAR-only pretraining, `_demo_config.pretrain_config`)."""
     from drivetl.train.cli import run_pretrain
 
     _quiet_lightning()
-    root = plan.path("runs", "pretrain").resolve()
-    config = cfg.write_config(
-        plan.path("configs", "pretrain.yaml"),
-        cfg.pretrain_config(
-            root, plan.path("source").resolve(), plan.pretrain_steps, plan.batch_size, plan.workers, plan.seed
-        ),
+    root = plan.path("runs", run).resolve()
+    data = plan.path("source").resolve()
+    spec = (
+        config_fn(root)
+        if config_fn is not None
+        else cfg.pretrain_config(root, data, plan.pretrain_steps, plan.batch_size, plan.workers, plan.seed)
     )
+    config = cfg.write_config(plan.path("configs", f"{run}.yaml"), spec)
     args = ["--config", str(config)]
     last = root / "checkpoints" / "last.ckpt"
     if last.is_file():
@@ -126,7 +136,7 @@ def pretrain(plan, log: Callable) -> None:
         args += ["--ckpt_path", str(last)]
     log(f"  drivetl pretrain --config {config}")
     run_pretrain(args)
-    _copy(last, pretrained_ckpt(plan))
+    _copy(last, pretrained_ckpt(plan, run))
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -149,36 +159,45 @@ VARIANTS: dict[str, tuple[str, str, bool]] = {
 
 
 def finetune_job(
-    plan, variant: str, root: Path, config_path: Path, labeled_fraction: float, steps: int, log: Callable
+    plan,
+    variant: str,
+    root: Path,
+    config_path: Path,
+    labeled_fraction: float,
+    steps: int,
+    log: Callable,
+    *,
+    start: Path | None = None,
+    callbacks: list[dict] | None = None,
 ) -> Path:
     """Fine-tune `variant` (a `VARIANTS` key) into the run folder `root`; returns the run folder.
 
-    Starts from the pretrained checkpoint, or (from scratch) from a random initialization saved
-    like one, so both runs share the data, the steps and the selection."""
+    Starts from the pretrained checkpoint (`start`, default the demo's LiDAR-only one), or (from
+    scratch) from a random initialization saved like one, so both runs share the data, the steps
+    and the selection. callbacks: ``class_path``/``init_args`` entries for ``trainer.callbacks``."""
     from drivetl.train.cli import run_finetune
 
     _quiet_lightning()
     method, freeze, pretrained = VARIANTS[variant]
     root = root.resolve()
-    if pretrained:
-        start = pretrained_ckpt(plan).resolve()
-    else:
+    if not pretrained:
         start = cfg.write_init_checkpoint(root / "init.ckpt", plan.seed)
-    config = cfg.write_config(
-        config_path,
-        cfg.finetune_config(
-            root,
-            start,
-            plan.path("fleet").resolve(),
-            method=method,
-            freeze=freeze,
-            steps=steps,
-            labeled_fraction=labeled_fraction,
-            batch_size=plan.batch_size,
-            workers=plan.workers,
-            seed=plan.seed,
-        ),
+    start = Path(start or pretrained_ckpt(plan)).resolve()
+    spec = cfg.finetune_config(
+        root,
+        start,
+        plan.path("fleet").resolve(),
+        method=method,
+        freeze=freeze,
+        steps=steps,
+        labeled_fraction=labeled_fraction,
+        batch_size=plan.batch_size,
+        workers=plan.workers,
+        seed=plan.seed,
     )
+    if callbacks:
+        spec["trainer"]["callbacks"] = list(callbacks)
+    config = cfg.write_config(config_path, spec)
     for stale in ("checkpoints", "adapters.safetensors", "finetuned.ckpt"):
         target = root / stale
         if target.is_dir():

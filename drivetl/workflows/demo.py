@@ -14,6 +14,16 @@ records what it was run with in ``stages/<name>.json``; a changed plan reruns it
 6. ``evaluate`` — scratch, source-only (the pretrained model on fleet data, canonicalization only)
    and adapted on the fleet test split (`drivetl evaluate`): metrics.json, report.md, figures.
 
+With ``modality="fusion"`` (`drivetl demo --modality fusion`, `drivetl.workflows._demo_fusion`) both
+rigs keep a front camera (the fleet's with other intrinsics, distortion and mounting), the LiDAR-only
+stages run as above on the same frames, and two more come before the evaluation:
+``fusion_pretrain`` (the same detector plus a small camera branch, pretrained on the source) and
+``fusion_adapt`` (LoRA on the LiDAR and camera branches and the fusion, + head, on the fleet);
+``evaluate`` then compares LiDAR-only and fusion models side by side and measures fusion health.
+The simulated LiDAR data is the same with or without the cameras, so the LiDAR-only runs of a
+LiDAR demo folder are reused; a data stage whose record names another plan (another modality,
+seed...) clears its folder before simulating, so frames of two plans never mix.
+
 `DemoPlan.for_scale` sizes everything from one knob: frames and training steps grow linearly with
 the scale. Scale 1 stays under ten minutes on a two-core CPU (about six at a load of 2), nearly all
 of it training (a 3D AP at Waymo's IoU thresholds needs boxes tight in size, heading and height, which the
@@ -28,6 +38,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -36,11 +47,27 @@ from typing import Any
 
 from drivetl._io import atomic_write_text
 from drivetl.errors import ConfigError
+from drivetl.workflows import _demo_fusion as f
 from drivetl.workflows import _demo_stages as s
 
-__all__ = ["STAGES", "DemoPlan", "DemoResult", "Stage", "plan_stages", "run_demo"]
+__all__ = [
+    "FUSION_STAGES",
+    "MODALITIES",
+    "STAGES",
+    "DemoPlan",
+    "DemoResult",
+    "Stage",
+    "plan_stages",
+    "run_demo",
+]
 
 STAGES: tuple[str, ...] = ("source", "fleet", "pretrain", "adapt", "scratch", "evaluate")
+#: the stages of ``--modality fusion``: the LiDAR-only ones, then the fusion runs, then the evaluation
+FUSION_STAGES: tuple[str, ...] = (*STAGES[:-1], "fusion_pretrain", "fusion_adapt", "evaluate")
+MODALITIES: tuple[str, ...] = ("lidar", "fusion")
+#: camera image scale of ``--modality fusion``: the Waymo-like FRONT camera's 1920 x 1280 becomes
+#: 144 x 96 (the fusion model's input size), fleet_xt32's 1920 x 1080 becomes 144 x 81
+CAMERA_SCALE = 0.075
 SEGMENT = 10  # frames per simulated street
 #: training steps at scale 1 (batch 4); measured on a quiet two-core CPU (seed 0): pretraining 281 s,
 #: adapted and from-scratch fine-tuning 58 s and 61 s, the whole demo 412 s (789 CPU seconds)
@@ -64,9 +91,17 @@ class DemoPlan:
     finetune_steps: int = FINETUNE_STEPS
     batch_size: int = 4
     workers: int = 2
+    modality: str = "lidar"
+    camera_scale: float = CAMERA_SCALE
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ConfigError(f"--modality {self.modality!r}: choose one of {', '.join(MODALITIES)}")
 
     @staticmethod
-    def for_scale(out: str | Path, scale: float = 1.0, seed: int = 0, workers: int = 2) -> DemoPlan:
+    def for_scale(
+        out: str | Path, scale: float = 1.0, seed: int = 0, workers: int = 2, modality: str = "lidar"
+    ) -> DemoPlan:
         """The plan at `scale` (1: CPU-sized): frames and steps grow linearly, frames in whole streets."""
         if not scale > 0:
             raise ConfigError(f"--scale {scale}: use a positive number (1 = the CPU-sized demo)")
@@ -85,7 +120,18 @@ class DemoPlan:
             pretrain_steps=max(2, int(PRETRAIN_STEPS * scale)),
             finetune_steps=max(2, int(FINETUNE_STEPS * scale)),
             workers=workers,
+            modality=modality,
         )
+
+    @property
+    def fusion(self) -> bool:
+        """True for ``--modality fusion``."""
+        return self.modality == "fusion"
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        """The stages of this plan, in order."""
+        return FUSION_STAGES if self.fusion else STAGES
 
     @property
     def fleet_frames(self) -> int:
@@ -123,6 +169,13 @@ class DemoPlan:
         }
         keep["scratch"] = keep["adapt"]
         keep["evaluate"] = (*keep["adapt"], "fleet_test_frames")
+        # the cameras change the data folders, the fusion runs and the evaluation; the simulated
+        # LiDAR data is the same with or without them, so the LiDAR-only runs keep their records
+        cameras = ("modality", "camera_scale") if self.fusion else ()
+        keep["fusion_pretrain"] = (*keep["pretrain"], "camera_scale")
+        keep["fusion_adapt"] = (*keep["adapt"], "camera_scale")
+        for name in ("source", "fleet", "evaluate"):
+            keep[name] = (*keep[name], *cameras)
         return {k: d[k] for k in keep[stage]}
 
 
@@ -137,6 +190,17 @@ class Stage:
     record: Path
     params: dict[str, Any]
     complete: Callable[[], bool] | None = None
+    #: clears the stage's outputs; called before the stage runs when its record names other
+    #: parameters (or is missing), for stages that would otherwise resume from another plan's files
+    reset: Callable[[], Any] | None = None
+
+    @property
+    def recorded(self) -> bool:
+        """True when the record exists and names this plan's parameters."""
+        try:
+            return json.loads(self.record.read_text()).get("params") == self.params
+        except (OSError, ValueError):
+            return False
 
     @property
     def done(self) -> bool:
@@ -145,10 +209,7 @@ class Stage:
             return False
         if self.complete is not None and not self.complete():
             return False
-        try:
-            return json.loads(self.record.read_text()).get("params") == self.params
-        except (OSError, ValueError):
-            return False
+        return self.recorded
 
 
 @dataclass
@@ -193,16 +254,20 @@ def plan_stages(
         return (simulate or s.simulate)(*args)
 
     p = plan.path
+    fusion = plan.fusion
+    source_rig = f.source_rig(plan.camera_scale) if fusion else None
+    fleet_rig = f.fleet_rig(plan.camera_scale) if fusion else None
+    cams = " with a front camera" if fusion else ""
     runs = {
         "source": (
-            "simulate the Waymo-format source set",
+            f"simulate the Waymo-format source set{cams}",
             (p("source"),),
-            lambda: s.simulate_source(plan, sim, log),
+            lambda: s.simulate_source(plan, sim, log, rig=source_rig),
         ),
         "fleet": (
-            "simulate the fleet set (team format, train/val/test)",
+            f"simulate the fleet set{cams} (team format, train/val/test)",
             (p("fleet", "splits", "test.txt"),),
-            lambda: s.simulate_fleet(plan, sim, log),
+            lambda: s.simulate_fleet(plan, sim, log, rig=fleet_rig),
         ),
         "pretrain": ("pretrain on the source set", (s.pretrained_ckpt(plan),), lambda: s.pretrain(plan, log)),
         "adapt": (
@@ -215,17 +280,36 @@ def plan_stages(
             (p("runs", "scratch", "finetuned.ckpt"),),
             lambda: s.finetune(plan, "scratch", log),
         ),
+        "fusion_pretrain": (
+            "pretrain the LiDAR + camera detector on the source set",
+            (s.pretrained_ckpt(plan, f.PRETRAIN_RUN),),
+            lambda: f.pretrain(plan, log),
+        ),
+        "fusion_adapt": (
+            "fine-tune LoRA adapters of both branches on the labeled fleet frames",
+            (p("runs", f.ADAPT_RUN, "adapters.safetensors"),),
+            lambda: f.adapt(plan, log),
+        ),
         "evaluate": (
-            "evaluate scratch, source-only and adapted on the fleet test split",
+            "evaluate LiDAR-only and fusion models on the fleet test split"
+            if fusion
+            else "evaluate scratch, source-only and adapted on the fleet test split",
             (p("report", "metrics.json"), p("report", "report.md")),
-            lambda: s.evaluate(plan, log),
+            (lambda: f.evaluate(plan, log)) if fusion else (lambda: s.evaluate(plan, log)),
         ),
     }
     stages = [
-        Stage(name, title, outs, fn, p("stages", f"{name}.json"), plan.params(name))
-        for name, (title, outs, fn) in runs.items()
+        Stage(
+            name, runs[name][0], runs[name][1], runs[name][2], p("stages", f"{name}.json"), plan.params(name)
+        )
+        for name in plan.stage_names
     ]
-    stages[0].complete = lambda: s.source_complete(plan)
+    by_name = {st.name: st for st in stages}
+    by_name["source"].complete = lambda: s.source_complete(plan)
+    # a data folder simulated for another plan would be resumed frame by frame (same file names):
+    # clear it first; the report folder likewise, so no figure of another plan stays behind
+    for name, folder in (("source", "source"), ("fleet", "fleet"), ("evaluate", "report")):
+        by_name[name].reset = lambda folder=folder: shutil.rmtree(p(folder), ignore_errors=True)
     return stages
 
 
@@ -238,8 +322,8 @@ def run_demo(
 ) -> DemoResult:
     """Run the stages not yet done (all with `force`), up to and including `until`; `simulate` as
     in `plan_stages`."""
-    if until is not None and until not in STAGES:
-        raise ConfigError(f"--until {until!r}: choose one of {', '.join(STAGES)}")
+    if until is not None and until not in plan.stage_names:
+        raise ConfigError(f"--until {until!r}: choose one of {', '.join(plan.stage_names)}")
     plan.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     seconds: dict[str, float | None] = {}
@@ -257,6 +341,9 @@ def run_demo(
             seconds[stage.name] = cpu[stage.name] = None
         else:
             log(f"{head} ...")
+            if stage.reset is not None and not stage.recorded:
+                stage.reset()
+                atomic_write_text(stage.record, json.dumps({"params": stage.params, "started": True}) + "\n")
             t, c = time.perf_counter(), cpu_seconds()
             stage.run()
             seconds[stage.name] = round(time.perf_counter() - t, 1)
@@ -274,6 +361,8 @@ def run_demo(
     table, results = "", {}
     if (report / "metrics.json").is_file():
         table, results = s.summary_table(report)
+        if plan.fusion:
+            table += f.summary(report)
     return DemoResult(
         table=table,
         report=report / "report.md",

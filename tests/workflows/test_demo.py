@@ -44,7 +44,7 @@ def _stand_ins(monkeypatch, calls: list[str]) -> None:
         touch(plan.path("report", "report.md"))
         plan.path("report", "metrics.json").write_text(json.dumps(doc))
 
-    def source(plan, simulate, log):
+    def source(plan, simulate, log, rig=None):
         calls.append("source")
         touch(*[plan.path("source", f"s{i}.tfrecord") for i in range(plan.source_frames // 10)])
 
@@ -52,7 +52,10 @@ def _stand_ins(monkeypatch, calls: list[str]) -> None:
     monkeypatch.setattr(
         _demo_stages,
         "simulate_fleet",
-        lambda plan, sim, log: (calls.append("fleet"), touch(plan.path("fleet", "splits", "test.txt"))),
+        lambda plan, sim, log, rig=None: (
+            calls.append("fleet"),
+            touch(plan.path("fleet", "splits", "test.txt")),
+        ),
     )
     monkeypatch.setattr(
         _demo_stages,
