@@ -75,6 +75,8 @@ class BEVDetector(nn.Module):
         `drivetl.models.heads.CLASS_SIZES` by class name, a mapping name -> (l, w, h) metres overrides
         it, False regresses plain log sizes. direction_classifier: the head regresses the box axis
         (sin 2θ, cos 2θ) and classifies which end is the front (see `drivetl.models.heads.BoxCoding`).
+    iou_score: the head predicts each box's 3D IoU with its object, and decoding ranks boxes by
+        ``heatmap^(1 - iou_alpha) * iou^iou_alpha`` (CIA-SSD, AFDet, CenterPoint++).
     """
 
     def __init__(
@@ -90,6 +92,8 @@ class BEVDetector(nn.Module):
         align_head: bool = True,
         size_priors: bool | Mapping[str, Sequence[float]] = False,
         direction_classifier: bool = False,
+        iou_score: bool = False,
+        iou_alpha: float = 0.5,
     ):
         super().__init__()
         self.classes = tuple(classes)
@@ -108,6 +112,8 @@ class BEVDetector(nn.Module):
             head_channels,
             size_priors=prior_sizes(self.classes, size_priors),
             direction=direction_classifier,
+            iou_score=iou_score,
+            iou_alpha=iou_alpha,
         )
         self.occupancy_head = None
         if occupancy_head:

@@ -2,7 +2,10 @@
 
 - `detection_loss`: CenterPoint's focal loss on gaussian class heatmaps + L1 box regression at the
   centres (needs labels); with a direction classifier in the head, its binary cross-entropy at the
-  centres too (SECOND's direction loss).
+  centres too (SECOND's direction loss); with an IoU-score channel, its binary cross-entropy against
+  the 3D IoU of the decoded box with its object (CIA-SSD, AFDet); optionally a DIoU loss on the
+  decoded boxes themselves (`iou_weight`), which couples centre, size, height and axis as the metric
+  does.
 - `masked_occupancy_loss`: self-supervised; on the LiDAR BEV cells hidden from the backbone, predict
   whether the cell holds points (BCE, every masked cell), and on occupied masked cells its point count
   (log(1 + n)) and mean height (smooth L1).
@@ -21,12 +24,13 @@ import torch.nn.functional as F
 
 from drivetl.data.collate import Batch
 from drivetl.models.detector import DetectorOutputs
-from drivetl.models.heads import HeadTargets, assign_targets
+from drivetl.models.heads import HeadTargets, assign_targets, bev_corners, paired_iou_3d
 
 __all__ = [
     "OBJECTIVES",
     "alignment_loss",
     "detection_loss",
+    "diou_loss",
     "focal_heatmap_loss",
     "masked_occupancy_loss",
     "total_loss",
@@ -36,6 +40,8 @@ __all__ = [
 _REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 #: weight of the direction classifier's cross-entropy (SECOND and PointPillars use 0.2)
 DIRECTION_WEIGHT = 0.2
+#: weight of the IoU-score channel's cross-entropy
+IOU_SCORE_WEIGHT = 1.0
 
 
 def focal_heatmap_loss(
@@ -63,10 +69,11 @@ def detection_targets(outputs: DetectorOutputs, batch: Batch) -> HeadTargets:
 
 
 def detection_loss(
-    outputs: DetectorOutputs, batch: Batch, reg_weight: float = 0.25
+    outputs: DetectorOutputs, batch: Batch, reg_weight: float = 0.25, iou_weight: float = 0.0
 ) -> dict[str, torch.Tensor]:
-    """{"det/heatmap", "det/regression"} (+ "det/direction" with a direction classifier): focal
-    heatmap loss, masked L1 regression (per object) and the direction cross-entropy (per object)."""
+    """{"det/heatmap", "det/regression"} (+ "det/direction" with a direction classifier, "det/iou_score"
+    with an IoU channel, "det/iou" with `iou_weight` > 0): focal heatmap loss, masked L1 regression
+    (per object), the direction and IoU-score cross-entropies and the DIoU loss (per object)."""
     t = detection_targets(outputs, batch)
     heat = focal_heatmap_loss(outputs.heatmap, t.heatmap)
     b, c = outputs.regression.shape[:2]
@@ -78,10 +85,38 @@ def detection_loss(
     n = m.sum().clamp(min=1.0)
     l1 = ((pred[..., :8] - t.regression[..., :8]).abs() * w * m).sum() / n
     terms = {"det/heatmap": heat, "det/regression": reg_weight * l1}
-    if outputs.coding.direction:
+    coding = outputs.coding
+    if coding.direction:
         bce = F.binary_cross_entropy_with_logits(pred[..., 8], t.regression[..., 8], reduction="none")
         terms["det/direction"] = DIRECTION_WEIGHT * (bce * m[..., 0]).sum() / n
+    if coding.iou or iou_weight > 0:
+        keep = t.mask
+        geo = outputs.geometry
+        mine = coding.boxes(pred.transpose(1, 2), t.labels, t.index, geo)[keep]
+        theirs = coding.boxes(t.regression.transpose(1, 2), t.labels, t.index, geo)[keep]
+        zero = pred.sum() * 0.0
+        if coding.iou:
+            target = paired_iou_3d(mine.detach(), theirs)
+            logit = pred[..., coding.iou_channel][keep]
+            bce = F.binary_cross_entropy_with_logits(logit, target, reduction="sum") if keep.any() else zero
+            terms["det/iou_score"] = IOU_SCORE_WEIGHT * bce / n
+        if iou_weight > 0:
+            terms["det/iou"] = iou_weight * diou_loss(mine, theirs).sum() / n if keep.any() else zero
     return terms
+
+
+def diou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per pair (N,): 1 - 3D IoU + squared centre distance over the squared diagonal of the region both
+    boxes span (Distance-IoU, Zheng et al. 2020; the region is axis-aligned around both boxes' BEV
+    corners and heights), which still pulls a box that does not overlap its object."""
+    iou = paired_iou_3d(pred, target)
+    corners = torch.cat([bev_corners(pred), bev_corners(target)], 1)  # (N, 8, 2)
+    span_xy = corners.amax(1) - corners.amin(1)
+    top = torch.maximum(pred[:, 2] + pred[:, 5] / 2, target[:, 2] + target[:, 5] / 2)
+    bottom = torch.minimum(pred[:, 2] - pred[:, 5] / 2, target[:, 2] - target[:, 5] / 2)
+    diagonal = (span_xy.pow(2).sum(1) + (top - bottom).pow(2)).clamp(min=1e-6)
+    distance = (pred[:, :3] - target[:, :3]).pow(2).sum(1)
+    return 1.0 - iou + distance / diagonal
 
 
 def masked_occupancy_loss(outputs: DetectorOutputs, batch: Batch) -> dict[str, torch.Tensor]:

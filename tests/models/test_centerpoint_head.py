@@ -155,3 +155,31 @@ def test_box_coding_survives_a_json_round_trip() -> None:
     assert back.direction and torch.allclose(back.log_priors, coding.log_priors)
     plain = BoxCoding.from_dict(None)  # metadata written before the options: sin/cos, plain sizes
     assert plain.log_priors is None and not plain.direction and plain.channels == 8
+
+
+def test_iou_channel_is_last_and_rectifies_the_ranking() -> None:
+    coding = BoxCoding(None, direction=True, iou=True, iou_alpha=0.5)
+    assert coding.channels == 10 and coding.iou_channel == 9 and coding.names[-1] == "iou_logit"
+    back = BoxCoding.from_dict(coding.to_dict())
+    assert back.iou and back.iou_alpha == 0.5 and back.channels == 10
+    assert not BoxCoding.from_dict({"direction": True}).iou  # files written before the option
+    boxes, offsets, classes = _boxes()
+    t = assign_targets(boxes, offsets, classes, 4, GEO, coding=coding)
+    assert t.regression.shape[-1] == 10 and float(t.regression[..., 9].abs().sum()) == 0.0
+    # two objects equally certain in the heatmap: the one whose box the head trusts more ranks first
+    logits = torch.logit(t.heatmap.clamp(1e-4, 1 - 1e-4))
+    reg = _perfect(t, 10)
+    reg[:, 8] = reg[:, 8] * 20 - 10
+    reg[:, 9] = 4.0  # IoU ~0.98 everywhere ...
+    car_cell = int(t.index[0, 0])
+    reg.view(2, 10, -1)[0, 9, car_cell] = -4.0  # ... but ~0.02 for the first frame's car
+    dets = decode(logits, reg, GEO, score_threshold=0.0, coding=coding)
+    first = dets[0]
+    car = int((first.boxes[:, 0] - 3.3).abs().argmin())
+    other = int((first.boxes[:, 0] + 7.7).abs().argmin())
+    assert float(first.scores[car]) < 0.2 < float(first.scores[other])
+    heat = float(torch.sigmoid(logits.view(2, 4, -1)[0, 0, car_cell]))
+    expect = math.sqrt(heat * float(torch.sigmoid(torch.tensor(-4.0))))
+    assert float(first.scores[car]) == pytest.approx(expect, rel=1e-4)
+    plain = decode(logits, reg[:, :9], GEO, score_threshold=0.5, coding=BoxCoding(None, True))[0]
+    assert len(plain.scores) == 3 and float(plain.scores.min()) > 0.9  # the heatmap alone ranks them

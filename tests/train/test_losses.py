@@ -123,3 +123,42 @@ def test_direction_classifier_term_learns_the_front(detector_spec, batch_factory
     b = out.regression.shape[0]
     logit = out.regression[:, 8].reshape(b, -1).gather(1, t.index)[t.mask]
     assert float(((logit > 0).float() == t.regression[..., 8][t.mask]).float().mean()) >= 0.8
+
+
+def test_iou_score_and_diou_terms(detector_spec, batch_factory) -> None:
+    from drivetl.models.heads import paired_iou_3d
+    from drivetl.train.losses import diou_loss
+
+    detector_spec["init_args"].pop("camera")
+    detector_spec["init_args"].update({"size_priors": True, "direction_classifier": True, "iou_score": True})
+    model, batch = _model(detector_spec), batch_factory(cameras=False)
+    out = model(batch)
+    assert out.regression.shape[1] == 10 and out.coding.iou
+    terms = detection_loss(out, batch, iou_weight=1.0)
+    assert {"det/iou_score", "det/iou"} <= set(terms)
+    assert all(bool(torch.isfinite(v)) for v in terms.values())
+    # the DIoU term reaches the regression channels that place the box
+    model.zero_grad()
+    terms["det/iou"].backward()
+    grad = model.head.regression[-1].weight.grad
+    assert float(grad[:6].abs().sum()) > 0
+    # DIoU: zero for the box itself, grows with the distance, and is above 1 without overlap
+    car = torch.tensor([[0.0, 0.0, 0.9, 4.0, 2.0, 1.8, 0.0]])
+    shifted = [car + torch.tensor([[d, 0, 0, 0, 0, 0, 0]]) for d in (0.0, 1.0, 2.0, 6.0)]
+    vals = [float(diou_loss(s, car)) for s in shifted]
+    assert vals[0] == pytest.approx(0.0, abs=1e-5) and vals[0] < vals[1] < vals[2] < vals[3]
+    assert vals[3] > 1.0 and float(paired_iou_3d(shifted[3], car)) == 0.0
+
+
+def test_iou_score_channel_learns_the_iou_of_its_box(detector_spec, batch_factory) -> None:
+    detector_spec["init_args"].pop("camera")
+    detector_spec["init_args"].update({"size_priors": True, "direction_classifier": True, "iou_score": True})
+    model, batch = _model(detector_spec), batch_factory(cameras=False)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = float(detection_loss(model(batch), batch)["det/iou_score"])
+    for _ in range(40):
+        loss = sum(detection_loss(model(batch), batch).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(detection_loss(model(batch), batch)["det/iou_score"]) < first

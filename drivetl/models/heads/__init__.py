@@ -1,7 +1,7 @@
 """drivetl.models.heads: CenterPoint-style detection head, target assignment, decoding, rotated NMS."""
 
 from drivetl.models.heads._coding import CLASS_SIZES, DIRECTION_AXIS, BoxCoding, prior_sizes
-from drivetl.models.heads._rotated_iou import bev_corners, rotated_iou_bev, rotated_nms
+from drivetl.models.heads._rotated_iou import bev_corners, paired_iou_3d, rotated_iou_bev, rotated_nms
 from drivetl.models.heads._targets import (
     REGRESSION,
     BEVGeometry,
@@ -24,6 +24,7 @@ __all__ = [
     "bev_corners",
     "decode",
     "gaussian_radius",
+    "paired_iou_3d",
     "prior_sizes",
     "rotated_iou_bev",
     "rotated_nms",

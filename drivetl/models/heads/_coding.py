@@ -13,6 +13,10 @@ heading channels mean depends on two switches:
   takes the axis from the regression and the front from the logit. Without it ``h0, h1`` are
   ``sin θ, cos θ``. `DIRECTION_AXIS` is 45 degrees so that the classes' boundary (headings of 135 and
   -45 degrees) lies away from the directions of traffic along and across a road.
+- IoU-aware score (CIA-SSD, AFDet, CenterPoint++): a last channel predicts (as a logit) the 3D IoU of
+  the decoded box with the object it stands for; decoding ranks boxes by
+  ``heatmap^(1 - alpha) * iou^alpha`` so that, of two boxes on one object, the tighter one scores
+  higher. Its target is computed in the loss from the prediction itself (`encode` leaves it 0).
 """
 
 from __future__ import annotations
@@ -59,15 +63,23 @@ def prior_sizes(
 @dataclass(frozen=True, eq=False)
 class BoxCoding:
     """The head's box encoding. log_priors: (K, 3) log metres per class, or None; direction: whether
-    the heading channels are the axis (sin 2θ, cos 2θ) plus a direction logit channel."""
+    the heading channels are the axis (sin 2θ, cos 2θ) plus a direction logit channel; iou: a last
+    channel predicts the box's IoU, which rectifies the score with exponent `iou_alpha`."""
 
     log_priors: torch.Tensor | None = None
     direction: bool = False
+    iou: bool = False
+    iou_alpha: float = 0.5
 
     @property
     def channels(self) -> int:
-        """Regression channels: 8, or 9 with the direction logit."""
-        return 9 if self.direction else 8
+        """Regression channels: 8, plus the direction logit, plus the IoU logit."""
+        return 8 + int(self.direction) + int(self.iou)
+
+    @property
+    def iou_channel(self) -> int | None:
+        """Index of the IoU logit channel (None without it)."""
+        return self.channels - 1 if self.iou else None
 
     @property
     def names(self) -> list[str]:
@@ -76,14 +88,17 @@ class BoxCoding:
         if self.log_priors is None:
             size = ["log_l", "log_w", "log_h"]
         heading = ["sin_2heading", "cos_2heading", "front_logit"] if self.direction else ["sin", "cos"]
-        return ["dx", "dy", "z", *size, *heading]
+        return ["dx", "dy", "z", *size, *heading] + (["iou_logit"] if self.iou else [])
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: size priors (K x 3 metres, or None), direction, channel names."""
+        """JSON-ready form: size priors (K x 3 metres, or None), direction, IoU score, channel names."""
         priors = None
         if self.log_priors is not None:
             priors = [[round(float(v), 6) for v in row] for row in self.log_priors.detach().cpu().exp()]
-        return {"size_priors": priors, "direction": self.direction, "channels": self.names}
+        out = {"size_priors": priors, "direction": self.direction, "channels": self.names}
+        if self.iou:
+            out |= {"iou": True, "iou_alpha": self.iou_alpha}
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> BoxCoding:
@@ -93,19 +108,29 @@ class BoxCoding:
         log_priors = None
         if priors is not None:
             log_priors = torch.tensor(priors, dtype=torch.float32).reshape(-1, 3).log()
-        return cls(log_priors, bool(data.get("direction", False)))
+        return cls(
+            log_priors,
+            bool(data.get("direction", False)),
+            bool(data.get("iou", False)),
+            float(data.get("iou_alpha", 0.5)),
+        )
 
     def encode(self, boxes: torch.Tensor, classes: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
         """Targets (M, channels) of boxes (M, 7) of class index `classes` (M,); offset (M, 2) the centre's
-        position within its cell (cells). The direction target is 0 or 1."""
+        position within its cell (cells). The direction target is 0 or 1; the IoU target is left 0
+        (the loss computes it from the prediction)."""
         size = boxes[:, 3:6].clamp(min=1e-3).log()
         if self.log_priors is not None:
             size = size - self.log_priors.to(size)[classes]
         h = boxes[:, 6:7]
         if self.direction:
             front = (torch.cos(h - DIRECTION_AXIS) > 0).to(boxes.dtype)
-            return torch.cat([offset, boxes[:, 2:3], size, torch.sin(2 * h), torch.cos(2 * h), front], 1)
-        return torch.cat([offset, boxes[:, 2:3], size, torch.sin(h), torch.cos(h)], 1)
+            parts = [offset, boxes[:, 2:3], size, torch.sin(2 * h), torch.cos(2 * h), front]
+        else:
+            parts = [offset, boxes[:, 2:3], size, torch.sin(h), torch.cos(h)]
+        if self.iou:
+            parts.append(torch.zeros_like(h))
+        return torch.cat(parts, 1)
 
     def decode(self, reg: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """reg (B, channels, N) at N cells, labels (B, N) their classes -> sizes (B, 3, N) metres and
@@ -121,3 +146,22 @@ class BoxCoding:
         heading = torch.where(points_front == (reg[:, 8] > 0), axis, axis + math.pi)
         heading = torch.remainder(heading + math.pi, 2 * math.pi) - math.pi
         return size, torch.where(heading <= -math.pi, heading + 2 * math.pi, heading)
+
+    def boxes(self, reg: torch.Tensor, labels: torch.Tensor, cells: torch.Tensor, geometry) -> torch.Tensor:
+        """Boxes (B, N, 7) in the vehicle frame of reg (B, channels, N) at flat cell indices `cells`
+        (B, N) (``iy * width + ix`` of `geometry`, a `BEVGeometry`), labels (B, N) their classes."""
+        ix = (cells % geometry.width).to(reg.dtype)
+        iy = torch.div(cells, geometry.width, rounding_mode="floor").to(reg.dtype)
+        x = (ix + reg[:, 0]) * geometry.cell_x + geometry.x_min
+        y = (iy + reg[:, 1]) * geometry.cell_y + geometry.y_min
+        size, heading = self.decode(reg, labels)
+        return torch.cat([x[:, None], y[:, None], reg[:, 2:3], size, heading[:, None]], 1).transpose(1, 2)
+
+    def rectify(self, scores: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
+        """Scores (B, N) of heatmap peaks rectified by the predicted IoU of reg (B, channels, N):
+        ``score^(1 - alpha) * iou^alpha`` (the scores unchanged without the IoU channel)."""
+        if not self.iou:
+            return scores
+        iou = reg[:, self.channels - 1].sigmoid()
+        a = float(self.iou_alpha)
+        return scores.clamp(min=0).pow(1 - a) * iou.pow(a)

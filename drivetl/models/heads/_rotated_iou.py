@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["bev_corners", "rotated_iou_bev", "rotated_nms"]
+__all__ = ["bev_corners", "paired_iou_3d", "rotated_iou_bev", "rotated_nms"]
 
 _EPS = 1e-6
 
@@ -26,15 +26,52 @@ def bev_corners(boxes: torch.Tensor) -> torch.Tensor:
 
 
 def _inside(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """points (N, M, K, 2), boxes (M, 7) -> (N, M, K) bool: point within box m (edges included)."""
-    rel = points - boxes[None, :, None, :2]
-    c, s = torch.cos(boxes[:, 6])[None, :, None], torch.sin(boxes[:, 6])[None, :, None]
+    """points (..., K, 2), boxes (..., 7) (same leading shape) -> (..., K) bool: point within the box
+    (edges included)."""
+    rel = points - boxes[..., None, :2]
+    c, s = torch.cos(boxes[..., 6])[..., None], torch.sin(boxes[..., 6])[..., None]
     along = rel[..., 0] * c + rel[..., 1] * s
     across = -rel[..., 0] * s + rel[..., 1] * c
     tol = 1e-5
-    return (along.abs() <= boxes[None, :, None, 3] / 2 + tol) & (
-        across.abs() <= boxes[None, :, None, 4] / 2 + tol
-    )
+    return (along.abs() <= boxes[..., None, 3] / 2 + tol) & (across.abs() <= boxes[..., None, 4] / 2 + tol)
+
+
+def _intersection_bev(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """BEV intersection areas of boxes a (..., 7) and b (..., 7), broadcast to one leading shape."""
+    a, b = torch.broadcast_tensors(a, b)
+    shape = a.shape[:-1]
+    ca, cb = bev_corners(a.reshape(-1, 7)), bev_corners(b.reshape(-1, 7))  # (P, 4, 2)
+    a, b = a.reshape(-1, 7), b.reshape(-1, 7)
+    a_in_b, b_in_a = _inside(ca, b), _inside(cb, a)
+    # edge crossings: edge i of a (p -> p + r) and edge j of b (q -> q + t)
+    p = ca[:, :, None, :]
+    r = (ca.roll(-1, 1) - ca)[:, :, None, :]
+    q = cb[:, None, :, :]
+    t = (cb.roll(-1, 1) - cb)[:, None, :, :]
+    cross = r[..., 0] * t[..., 1] - r[..., 1] * t[..., 0]  # (P, 4, 4)
+    qp = q - p
+    safe = torch.where(cross.abs() < _EPS, torch.ones_like(cross), cross)
+    u_a = (qp[..., 0] * t[..., 1] - qp[..., 1] * t[..., 0]) / safe
+    u_b = (qp[..., 0] * r[..., 1] - qp[..., 1] * r[..., 0]) / safe
+    hit = (cross.abs() >= _EPS) & (u_a >= 0) & (u_a <= 1) & (u_b >= 0) & (u_b <= 1)
+    crossing = (p + u_a[..., None] * r).reshape(-1, 16, 2)
+    pts = torch.cat([ca, cb, crossing], 1)
+    valid = torch.cat([a_in_b, b_in_a, hit.reshape(-1, 16)], 1)  # (P, 24)
+
+    cnt = valid.sum(-1, keepdim=True).clamp(min=1)
+    centroid = (pts * valid[..., None]).sum(1) / cnt
+    rel = (pts - centroid[:, None]).detach()  # the vertex order only; the area keeps its gradient
+    ang = torch.atan2(rel[..., 1], rel[..., 0])
+    ang = torch.where(valid, ang, torch.full_like(ang, 10.0))
+    order = ang.argsort(-1)
+    pts = torch.gather(pts, 1, order[..., None].expand_as(pts))
+    valid = torch.gather(valid, 1, order)
+    first = pts[:, :1].expand_as(pts)
+    pts = torch.where(valid[..., None], pts, first)  # invalid tail collapses onto the first vertex
+    nxt = pts.roll(-1, 1)
+    area = 0.5 * (pts[..., 0] * nxt[..., 1] - pts[..., 1] * nxt[..., 0]).sum(-1).abs()
+    area = torch.where(valid.sum(-1) >= 3, area, torch.zeros_like(area))
+    return area.reshape(shape)
 
 
 def rotated_iou_bev(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -42,40 +79,23 @@ def rotated_iou_bev(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     n, m = a.shape[0], b.shape[0]
     if n == 0 or m == 0:
         return a.new_zeros((n, m))
-    ca, cb = bev_corners(a), bev_corners(b)  # (N,4,2), (M,4,2)
-    a_in_b = _inside(ca[:, None].expand(n, m, 4, 2), b)
-    b_in_a = _inside(cb[None].expand(n, m, 4, 2).transpose(0, 1), a).transpose(0, 1)
-    # edge crossings: edge i of a (p -> p + r) and edge j of b (q -> q + t)
-    p = ca[:, None, :, None, :]
-    r = (ca.roll(-1, 1) - ca)[:, None, :, None, :]
-    q = cb[None, :, None, :, :]
-    t = (cb.roll(-1, 1) - cb)[None, :, None, :, :]
-    cross = r[..., 0] * t[..., 1] - r[..., 1] * t[..., 0]  # (N, M, 4, 4)
-    qp = q - p
-    safe = torch.where(cross.abs() < _EPS, torch.ones_like(cross), cross)
-    u_a = (qp[..., 0] * t[..., 1] - qp[..., 1] * t[..., 0]) / safe
-    u_b = (qp[..., 0] * r[..., 1] - qp[..., 1] * r[..., 0]) / safe
-    hit = (cross.abs() >= _EPS) & (u_a >= 0) & (u_a <= 1) & (u_b >= 0) & (u_b <= 1)
-    crossing = (p + u_a[..., None] * r).reshape(n, m, 16, 2)
-    pts = torch.cat([ca[:, None].expand(n, m, 4, 2), cb[None].expand(n, m, 4, 2), crossing], 2)
-    valid = torch.cat([a_in_b, b_in_a, hit.reshape(n, m, 16)], 2)  # (N, M, 24)
+    inter = _intersection_bev(a[:, None], b[None])
+    union = (a[:, 3] * a[:, 4])[:, None] + (b[:, 3] * b[:, 4])[None, :] - inter
+    return (inter / union.clamp(min=_EPS)).clamp(0.0, 1.0)
 
-    cnt = valid.sum(-1, keepdim=True).clamp(min=1)
-    centroid = (pts * valid[..., None]).sum(2) / cnt
-    rel = pts - centroid[:, :, None]
-    ang = torch.atan2(rel[..., 1], rel[..., 0])
-    ang = torch.where(valid, ang, torch.full_like(ang, 10.0))
-    order = ang.argsort(-1)
-    pts = torch.gather(pts, 2, order[..., None].expand_as(pts))
-    valid = torch.gather(valid, 2, order)
-    first = pts[:, :, :1].expand_as(pts)
-    pts = torch.where(valid[..., None], pts, first)  # invalid tail collapses onto the first vertex
-    nxt = pts.roll(-1, 2)
-    area = 0.5 * (pts[..., 0] * nxt[..., 1] - pts[..., 1] * nxt[..., 0]).sum(-1).abs()
-    area = torch.where(valid.sum(-1) >= 3, area, torch.zeros_like(area))
-    area_a = (a[:, 3] * a[:, 4])[:, None]
-    area_b = (b[:, 3] * b[:, 4])[None, :]
-    return (area / (area_a + area_b - area).clamp(min=_EPS)).clamp(0.0, 1.0)
+
+def paired_iou_3d(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """3D IoU of box a[i] with box b[i] (both (N, 7), z the box centre): BEV intersection times the
+    overlap in height over the union of the volumes -> (N,) in [0, 1]; differentiable almost
+    everywhere (the IoU loss and the IoU-score targets use it)."""
+    if a.shape[0] == 0:
+        return a.new_zeros((0,))
+    inter = _intersection_bev(a, b)
+    top = torch.minimum(a[:, 2] + a[:, 5] / 2, b[:, 2] + b[:, 5] / 2)
+    bottom = torch.maximum(a[:, 2] - a[:, 5] / 2, b[:, 2] - b[:, 5] / 2)
+    inter = inter * (top - bottom).clamp(min=0)
+    union = a[:, 3:6].prod(1) + b[:, 3:6].prod(1) - inter
+    return (inter / union.clamp(min=_EPS)).clamp(0.0, 1.0)
 
 
 def rotated_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:

@@ -25,6 +25,7 @@ class CenterHead(nn.Module):
     channel, with `direction`).
 
     size_priors: (K, 3) metres per class, or None. direction: add the direction classifier.
+    iou_score: add the IoU channel that rectifies scores with exponent `iou_alpha` (see `BoxCoding`).
     """
 
     def __init__(
@@ -35,10 +36,15 @@ class CenterHead(nn.Module):
         prior: float = 0.1,
         size_priors: list[list[float]] | None = None,
         direction: bool = False,
+        iou_score: bool = False,
+        iou_alpha: float = 0.5,
     ):
         super().__init__()
         self.direction = bool(direction)
-        n_reg = BoxCoding(direction=self.direction).channels
+        self.iou_score, self.iou_alpha = bool(iou_score), float(iou_alpha)
+        if not 0.0 <= self.iou_alpha <= 1.0:
+            raise ValueError(f"iou_alpha must lie in [0, 1], got {iou_alpha}")
+        n_reg = BoxCoding(direction=self.direction, iou=self.iou_score).channels
         self.shared = ConvBNReLU(in_channels, channels, 3)
         self.heatmap = nn.Sequential(ConvBNReLU(channels, channels, 3), nn.Conv2d(channels, num_classes, 1))
         self.regression = nn.Sequential(ConvBNReLU(channels, channels, 3), nn.Conv2d(channels, n_reg, 1))
@@ -57,7 +63,7 @@ class CenterHead(nn.Module):
     @property
     def coding(self) -> BoxCoding:
         """How the regression channels encode a box (targets, loss and decoding follow it)."""
-        return BoxCoding(self.log_priors, self.direction)
+        return BoxCoding(self.log_priors, self.direction, self.iou_score, self.iou_alpha)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(heatmap logits, regression) of a BEV feature map (shapes: the class docstring)."""
@@ -99,16 +105,13 @@ def decode(
     scores, flat = heat.view(b, -1).topk(min(top_k, k * h * w))
     labels = flat // (h * w)
     cell = flat % (h * w)
-    iy, ix = (cell // w).float(), (cell % w).float()
     coding = coding or BoxCoding()
     c = regression.shape[1]
     if c != coding.channels:
         raise ValueError(f"regression has {c} channels, the box coding {coding.channels}")
     reg = regression.float().view(b, c, h * w).gather(2, cell[:, None].expand(b, c, -1))
-    x = (ix + reg[:, 0]) * geometry.cell_x + geometry.x_min
-    y = (iy + reg[:, 1]) * geometry.cell_y + geometry.y_min
-    size, heading = coding.decode(reg, labels)
-    boxes = torch.cat([x[:, None], y[:, None], reg[:, 2:3], size, heading[:, None]], 1).transpose(1, 2)
+    boxes = coding.boxes(reg, labels, cell, geometry)
+    scores = coding.rectify(scores, reg)
     out = []
     for i in range(b):
         keep = scores[i] >= score_threshold
