@@ -3,7 +3,8 @@
 The same maths as the torch decode (`drivetl.models.decode`, `drivetl.models.heads.BoxCoding`,
 `drivetl.models.heads.rotated_nms`), written again in numpy so that the ONNX runner
 (`drivetl.workflows._onnx_runner`) needs onnxruntime and numpy only. Everything it needs travels in
-the ONNX file's ``postprocess`` metadata (version ``drivetl.decode/1``), read by `Postprocess.from_dict`:
+the ONNX file's ``postprocess`` metadata (version ``drivetl.decode/2``; ``/1`` files, which have no IoU
+channel, decode the same way), read by `Postprocess.from_dict`:
 
 1. scores: ``sigmoid(heatmap)`` (float32); peaks: cells equal to the max of their 3x3 neighbourhood
    (borders padded with -inf), other cells score 0;
@@ -15,6 +16,9 @@ the ONNX file's ``postprocess`` metadata (version ``drivetl.decode/1``), read by
 4. boxes scoring under the score threshold are dropped; per class, greedy NMS on the bird's-eye
    rotated IoU (``> nms_iou`` suppresses); the kept boxes of all classes sorted by score, at most
    ``max_detections``.
+
+With an IoU-score channel (the last one; ``coding.iou``), the scores of step 3 are rectified before
+step 4: ``score^(1 - iou_alpha) * sigmoid(iou_logit)^iou_alpha`` (peaks and top-k use the heatmap).
 
 The torch and numpy paths agree to float32 rounding (tests/workflows/test_onnx_decode.py); boxes
 with exactly equal scores may come out in another order (torch leaves ties unspecified).
@@ -31,7 +35,9 @@ import numpy as np
 
 from drivetl.errors import CheckpointError
 
-DECODE = "drivetl.decode/1"
+DECODE = "drivetl.decode/2"
+#: versions this decode reads (/1: the same without the IoU-score channel)
+_READS = ("drivetl.decode/1", DECODE)
 
 __all__ = [
     "DECODE",
@@ -51,7 +57,8 @@ class Postprocess:
 
     geometry: x_min, y_min, cell_x, cell_y (metres), height, width (cells) of the maps;
     log_priors: (K, 3) float32 log metres per class, or None; direction: sin/cos of twice the heading
-    plus a front logit channel; direction_axis: radians."""
+    plus a front logit channel; direction_axis: radians; iou: a last channel rectifies the scores with
+    exponent iou_alpha."""
 
     x_min: float
     y_min: float
@@ -65,11 +72,13 @@ class Postprocess:
     top_k: int = 200
     nms_iou: float = 0.2
     max_detections: int = 100
+    iou: bool = False
+    iou_alpha: float = 0.5
 
     @property
     def channels(self) -> int:
-        """Regression channels the coding expects: 8, or 9 with the direction logit."""
-        return 9 if self.direction else 8
+        """Regression channels the coding expects: 8, plus the direction logit, plus the IoU logit."""
+        return 8 + int(self.direction) + int(self.iou)
 
     @staticmethod
     def from_dict(
@@ -77,7 +86,7 @@ class Postprocess:
     ) -> Postprocess:
         """From the metadata's ``postprocess`` and ``grid.bev``; CheckpointError naming `where` when
         a field is missing."""
-        if postprocess.get("version") != DECODE:
+        if postprocess.get("version") not in _READS:
             raise CheckpointError(
                 f"{where}: post-processing {str(postprocess.get('version'))[:40]!r}; this drivetl decodes "
                 f"{DECODE} (export the model again with `drivetl export onnx`)"
@@ -101,6 +110,8 @@ class Postprocess:
                 int(postprocess["top_k"]),
                 float(postprocess["nms_iou"]),
                 int(postprocess["max_detections"]),
+                bool(coding.get("iou", False)),
+                float(coding.get("iou_alpha", 0.5)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(
@@ -180,6 +191,10 @@ def decode_maps(
         x = (ix + reg[0]) * np.float32(post.cell_x) + np.float32(post.x_min)
         y = (iy + reg[1]) * np.float32(post.cell_y) + np.float32(post.y_min)
         size, heading = _sizes_headings(reg, labels, post)
+        if post.iou:
+            iou = _sigmoid(reg[c - 1])
+            a = np.float32(post.iou_alpha)
+            scores = (np.maximum(scores, 0) ** (1 - a) * iou**a).astype(np.float32)
         boxes = np.concatenate([x[None], y[None], reg[2:3], size, heading[None]], 0).T.astype(np.float32)
         keep = scores >= np.float32(score_threshold)
         bx, sc, lb = boxes[keep], scores[keep], labels[keep]

@@ -12,7 +12,7 @@
 4. writes metadata (``metadata_props``, values JSON): ``drivetl.format``, ``classes``,
    ``canonical_classes``, ``grid`` (voxel size, point range, BEV output geometry), ``columns``,
    ``preprocess`` (the version of `drivetl.workflows._pillar_input`), ``rig``, ``checkpoint_sha256``
-   (of every file the model came from), ``source``, ``postprocess`` (version ``drivetl.decode/1``:
+   (of every file the model came from), ``source``, ``postprocess`` (version ``drivetl.decode/2``:
    top-k, NMS IoU, most detections, and the box coding: size priors, direction classifier and its
    axis; `drivetl.workflows._onnx_decode` decodes with these alone);
 5. checks the written file with onnxruntime against the plain torch graph on a generated frame and

@@ -112,7 +112,7 @@ def test_lora_export_has_no_adapter_tensors_and_matches_torch_on_fleet_frames(
         and meta["batchnorm_folded"] >= 5
         and meta["preprocess"] == "drivetl.pillars/2"
     )
-    assert meta["postprocess"]["version"] == "drivetl.decode/1"
+    assert meta["postprocess"]["version"] == "drivetl.decode/2"
     assert meta["postprocess"]["coding"]["direction_axis"] == pytest.approx(np.pi / 4)
     heat, reg, boxes = _parity(spec, out, fleet, frames)
     assert heat <= 1e-4 and reg <= 1e-4 and boxes > 0

@@ -221,3 +221,27 @@ def test_onnx_runner_detects_in_an_interpreter_without_torch(exported, fleet, tm
     assert len(want.scores) > 0
     got = type("D", (), {k: np.asarray(doc[k]) for k in ("boxes", "scores", "labels")})()
     _assert_same(want, got, "torch-free run", rtol=1e-5)
+
+
+def test_numpy_decode_rectifies_scores_with_the_iou_channel_as_torch_does() -> None:
+    import torch
+
+    from drivetl.models.heads import BEVGeometry, BoxCoding, decode
+    from drivetl.workflows._onnx_decode import Postprocess, decode_maps
+
+    g = torch.Generator().manual_seed(3)
+    heat = torch.randn(2, 2, 16, 16, generator=g) * 2
+    reg = torch.randn(2, 10, 16, 16, generator=g) * 0.3
+    priors = torch.tensor([[4.7, 2.0, 1.7], [0.7, 0.7, 1.75]]).log()
+    geo = BEVGeometry(-8.0, -8.0, 1.0, 1.0, 16, 16)
+    coding = BoxCoding(priors, direction=True, iou=True, iou_alpha=0.6)
+    want = decode(heat, reg, geo, coding=coding, score_threshold=0.2)
+    post = Postprocess(-8.0, -8.0, 1.0, 1.0, 16, 16, priors.numpy(), True, iou=True, iou_alpha=0.6)
+    got = decode_maps(heat.numpy(), reg.numpy(), post, 0.2)
+    for w, n in zip(want, got, strict=True):
+        assert len(w.scores) == len(n.scores) > 0
+        assert np.allclose(w.scores.numpy(), n.scores, atol=1e-6)
+        assert np.allclose(w.boxes.numpy(), n.boxes, atol=1e-4)
+    no_iou = Postprocess(-8.0, -8.0, 1.0, 1.0, 16, 16, priors.numpy(), True)
+    plain = decode_maps(heat.numpy(), reg.numpy()[:, :9], no_iou, 0.2)
+    assert not np.allclose(np.sort(plain[0].scores)[-3:], np.sort(got[0].scores)[-3:])
