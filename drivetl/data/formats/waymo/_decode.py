@@ -113,7 +113,7 @@ def _decode_one(job: LaserJob, pose: Future | None) -> DecodedLaser:
     posed = None
     if pose is not None:
         posed = pose.result()
-        if posed[0].shape[0] != height * width:
+        if posed[0].shape[1] != height * width:
             raise DataError(
                 f"{where}: the TOP pixel pose does not have the range image's shape ({height}, {width})"
             )

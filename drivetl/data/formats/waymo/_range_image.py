@@ -55,7 +55,9 @@ _RAY_CACHE_SIZE = 16
 
 
 def vehicle_rays(inclinations: np.ndarray, width: int, vehicle_from_lidar: np.ndarray) -> np.ndarray:
-    """(H*W, 3) float32 unit rays of each pixel (row-major), rotated into the vehicle frame.
+    """(3, H*W) float32 unit rays of each pixel (row-major pixels), rotated into the vehicle frame,
+    one contiguous plane per axis (gathering from planes is about three times as fast as gathering
+    12-byte rows).
 
     inclinations: (H,) ascending radians. Cached per calibration (segments share one calibration).
     """
@@ -71,9 +73,10 @@ def vehicle_rays(inclinations: np.ndarray, width: int, vehicle_from_lidar: np.nd
     az = column_azimuths(width, ext)
     cos_inc, sin_inc = np.cos(inc_rows)[:, None], np.sin(inc_rows)[:, None]
     sensor = np.stack(
-        np.broadcast_arrays(cos_inc * np.cos(az)[None, :], cos_inc * np.sin(az)[None, :], sin_inc), axis=-1
-    ).reshape(-1, 3)
-    rays = np.ascontiguousarray((sensor @ ext[:3, :3].T).astype(np.float32))
+        np.broadcast_arrays(cos_inc * np.cos(az)[None, :], cos_inc * np.sin(az)[None, :], sin_inc), axis=0
+    ).reshape(3, -1)
+    rays = np.ascontiguousarray((ext[:3, :3] @ sensor).astype(np.float32))
+    rays.flags.writeable = False  # shared by every frame of the calibration
     with _RAY_LOCK:
         _RAY_CACHE[key] = rays
         while len(_RAY_CACHE) > _RAY_CACHE_SIZE:
@@ -92,8 +95,8 @@ def posed_rays(
     pixel_pose: (H, W, 6) Waymo roll, pitch, yaw, x, y, z (world_from_vehicle at each pixel's firing
     time). world_from_vehicle: (4, 4) frame pose. With ``M = vehicle_from_world @ pose[pixel]`` (an
     affine map A x + b, computed in float64), a point of range r becomes
-    ``r * (A R_lidar ray) + (A t_lidar + b)``. Returns (rays (H*W, 3) float32, offsets float32 (W, 3)
-    when every row of the pose is the same (Waymo's poses vary per column) else (H*W, 3)).
+    ``r * (A R_lidar ray) + (A t_lidar + b)``. Returns (rays (3, H*W) float32 planes, offsets float32
+    (3, W) when every row of the pose is the same (Waymo's poses vary per column) else (3, H*W)).
     """
     pose = np.asarray(pixel_pose)
     height, width = pose.shape[:2]
@@ -104,15 +107,15 @@ def posed_rays(
     rot_f_t = wfv[:3, :3].T
     rot = np.einsum("ij,njk->nik", rot_f_t, rotation_from_rpy_array(flat[:, :3]))  # (n, 3, 3)
     offsets = rot @ ext[:3, 3] + (flat[:, 3:6] - wfv[:3, 3]) @ rot_f_t.T
-    base = vehicle_rays(inclinations, width, ext).reshape(height, width, 3)
+    base = vehicle_rays(inclinations, width, ext).reshape(3, height, width)
     rot32 = rot.astype(np.float32).reshape(1 if per_column else height, width, 3, 3)
-    rays = np.empty((height, width, 3), np.float32)
+    rays = np.empty((3, height, width), np.float32)
     for i in range(3):
-        out = rays[..., i]
-        np.multiply(rot32[..., i, 0], base[..., 0], out=out)
-        out += rot32[..., i, 1] * base[..., 1]
-        out += rot32[..., i, 2] * base[..., 2]
-    return rays.reshape(-1, 3), offsets.astype(np.float32)
+        out = rays[i]
+        np.multiply(rot32[..., i, 0], base[0], out=out)
+        out += rot32[..., i, 1] * base[1]
+        out += rot32[..., i, 2] * base[2]
+    return rays.reshape(3, -1), np.ascontiguousarray(offsets.T.astype(np.float32))
 
 
 def _flat_view(ranges: np.ndarray) -> np.ndarray:
@@ -142,15 +145,22 @@ def range_image_points(
     width = ranges.shape[1]
     flat = _flat_view(ranges)
     pixel = np.flatnonzero(flat > 0)
-    r = np.take(flat, pixel)[:, None]  # np.take: about twice as fast as fancy indexing here
+    r = np.take(flat, pixel)  # np.take: about twice as fast as fancy indexing here
+    pts = np.empty((len(pixel), 3), np.float32)
     if posed is None:
         rays = vehicle_rays(inclinations, width, vehicle_from_lidar)
-        pts = np.take(rays, pixel, axis=0)
-        pts *= r
-        pts += np.asarray(vehicle_from_lidar, dtype=np.float64)[:3, 3].astype(np.float32)
+        t = np.asarray(vehicle_from_lidar, dtype=np.float64)[:3, 3].astype(np.float32)
+        for i in range(3):  # one 1-D gather per axis: about three times as fast as one (N, 3) gather
+            col = np.take(rays[i], pixel)
+            col *= r
+            col += t[i]
+            pts[:, i] = col
         return pts, pixel
     rays, offsets = posed
-    pts = np.take(rays, pixel, axis=0)
-    pts *= r
-    pts += np.take(offsets, pixel % width if len(offsets) == width else pixel, axis=0)
+    offset_pixel = pixel % width if offsets.shape[1] == width else pixel
+    for i in range(3):
+        col = np.take(rays[i], pixel)
+        col *= r
+        col += np.take(offsets[i], offset_pixel)
+        pts[:, i] = col
     return pts, pixel
