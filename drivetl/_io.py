@@ -47,18 +47,19 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs: Any) 
         raise
 
 
-def remove_stale_partials(root: str | os.PathLike) -> int:
-    """Delete the temporary files (``.NAME.*.partial``) a killed writer left under `root`.
+def remove_stale_partials(root: str | os.PathLike, recursive: bool = True) -> int:
+    """Delete the temporary files (``.NAME.*.partial``) a killed writer left under `root` (only
+    directly in it when not `recursive`).
 
-    Called when a resumable writer (convert, simulate, import, the team writer) starts on an
-    existing folder: one writer per folder, so any partial file there is a dead run's. Returns the
-    number removed.
+    Called when a resumable writer (convert, simulate, import, the team writer, a resumed training
+    run) starts on an existing folder: one writer per folder, so any partial file there is a dead
+    run's. Returns the number removed.
     """
     removed = 0
     folder = Path(root)
     if not folder.is_dir():
         return 0
-    for path in folder.rglob(".*.partial"):
+    for path in folder.rglob(".*.partial") if recursive else folder.glob(".*.partial"):
         if path.is_file():
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

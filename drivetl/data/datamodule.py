@@ -18,6 +18,8 @@ with its ``rig.yaml``), ``"cache"`` (the training cache of ``drivetl convert``) 
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -29,7 +31,10 @@ from drivetl.data._finetune_frames import FinetuneFrames, select_frames
 from drivetl.data.augment import AugmentConfig
 from drivetl.data.collate import Batch
 from drivetl.data.dataset import BatchSpec, Collate, FrameDataset, FrameSet, held_out, open_source
+from drivetl.data.sampling import EpochSampler, batches_per_epoch
 from drivetl.errors import ConfigError, DataError
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["DriveDataModule", "FinetuneDataModule", "FrameDataModule"]
 
@@ -45,7 +50,8 @@ class FrameDataModule(pl.LightningDataModule):
     point_columns: the batch spec; None keeps the defaults (LiDAR only, canonical classes, x y z
     intensity), or for fine-tuning the model's (`FinetuneDataModule`'s `model_spec`).
     augment: `AugmentConfig` fields (None: off). lidars: which LiDARs to use (None: all).
-    batch_size, num_workers, pin_memory (None: on with CUDA), seed (augmentation and subsets).
+    batch_size, num_workers, pin_memory (None: on with CUDA), seed (training order, augmentation and
+    subsets; see `drivetl.data.sampling`).
     skip_corrupt: a frame that turns out unreadable during training is replaced by the next good one
     and reported with a warning naming it (default: the run stops with one line naming it).
     """
@@ -72,6 +78,9 @@ class FrameDataModule(pl.LightningDataModule):
         self.save_hyperparameters(ignore=["model_spec"])
         self.augment_config = AugmentConfig(**augment) if augment is not None else None
         self.spec = self.batch_spec(BatchSpec())
+        # (epoch, batches done, batches per epoch) of a loaded checkpoint
+        self._resume: tuple[int, int, int | None] | None = None
+        self._resume_check: dict[str, Any] | None = None
 
     def batch_spec(self, model: BatchSpec) -> BatchSpec:
         """`model` (what the model takes) with the spec fields this data module's config gives."""
@@ -93,20 +102,94 @@ class FrameDataModule(pl.LightningDataModule):
             skip_corrupt=self.hparams.skip_corrupt,
         )
 
-    def _loader(self, dataset: FrameDataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: FrameDataset, sampler: EpochSampler | None = None) -> DataLoader:
+        """Batches of `dataset`: in `sampler`'s order (training), else in order, incomplete last
+        batch kept. The loader's own generator (seeded) gives its workers' base seed, so creating
+        a loader draws nothing from torch's global generator."""
         hp = self.hparams
         pin = torch.cuda.is_available() if hp.pin_memory is None else hp.pin_memory
         return DataLoader(
             dataset,
             batch_size=hp.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=hp.num_workers,
             collate_fn=Collate(self.spec),
             pin_memory=pin,
-            drop_last=shuffle and len(dataset) > hp.batch_size,
+            drop_last=sampler is not None and self._drop_last(dataset),
             persistent_workers=hp.num_workers > 0,
             prefetch_factor=4 if hp.num_workers > 0 else None,
+            generator=torch.Generator().manual_seed(int(hp.seed)),
         )
+
+    def _drop_last(self, dataset: FrameDataset) -> bool:
+        return len(dataset) > self.hparams.batch_size
+
+    def _train_loaders(self, sets: dict[str, FrameDataset]) -> dict[str, DataLoader]:
+        """Shuffled training loaders over `sets`, in `EpochSampler` order, resumed where the
+        checkpoint loaded by `load_state_dict` left off (see `state_dict`)."""
+        trainer = self.trainer
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        samplers = {
+            name: EpochSampler(ds, seed=self.hparams.seed, num_replicas=replicas, rank=rank)
+            for name, ds in sets.items()
+        }
+        lengths = {
+            name: batches_per_epoch(len(samplers[name]), self.hparams.batch_size, self._drop_last(ds))
+            for name, ds in sets.items()
+        }
+        if self._resume is not None:
+            epoch, done, per_epoch = self._resume
+            if done >= (per_epoch or max(lengths.values(), default=0)):  # stopped at the end of an epoch
+                epoch, done = epoch + 1, 0
+            for name, sampler in samplers.items():
+                # a shorter loader is cycled within the epoch (Lightning's max_size_cycle)
+                sampler.resume_at(epoch, (done % max(lengths[name], 1)) * self.hparams.batch_size)
+        return {name: self._loader(sets[name], samplers[name]) for name in sets}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where training stands in the data, saved in every checkpoint: the epoch, the batches of it
+        already trained on, and the seed and frame count the order was drawn for."""
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        sizes = {name: len(ds) for name, ds in self._training_sets().items()}
+        per_epoch = trainer.num_training_batches
+        return {
+            "epoch": int(trainer.current_epoch),
+            "batches": int(trainer.fit_loop.epoch_loop.batch_progress.current.processed),
+            "epoch_batches": int(per_epoch) if math.isfinite(per_epoch) else None,
+            "seed": int(self.hparams.seed),
+            "frames": sizes,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume the training order at the checkpoint's position (before the loaders are built).
+
+        When the seed or the training frames differ from the checkpoint's, the run goes on from the
+        same position in the new order, with a warning: it no longer repeats the interrupted run.
+        """
+        if not state or "epoch" not in state:
+            return
+        self._resume = (int(state["epoch"]), int(state["batches"]), state.get("epoch_batches"))
+        self._resume_check = state
+
+    def _check_resume(self) -> None:
+        state = self._resume_check
+        if state is None:
+            return
+        self._resume_check = None
+        now = {name: len(ds) for name, ds in self._training_sets().items()}
+        if state.get("seed") != self.hparams.seed or state.get("frames") != now:
+            _log.warning(
+                "resuming with other data than the checkpoint's (seed %s, frames %s; now seed %s, frames "
+                "%s): the run goes on from epoch %d, batch %d of the new order and does not repeat the "
+                "interrupted run",
+                state.get("seed"), state.get("frames"), self.hparams.seed, now, *self._resume[:2],
+            )
+
+    def _training_sets(self) -> dict[str, FrameDataset]:
+        """The augmented training datasets by loader name (empty before `setup`)."""
+        raise NotImplementedError
 
     def _open_root(self, what: str):
         if self.hparams.root is None:
@@ -155,13 +238,17 @@ class DriveDataModule(FrameDataModule):
         self.train_set = self._dataset([FrameSet(source, train_idx)], augmented=True)
         self.val_set = self._dataset([FrameSet(val_source, val_idx or train_idx[:1])], augmented=False)
 
+    def _training_sets(self) -> dict[str, FrameDataset]:
+        return {"train": self.train_set} if self.train_set is not None else {}
+
     def train_dataloader(self) -> DataLoader:
-        """Shuffled, augmented training batches."""
-        return self._loader(self.train_set, shuffle=True)
+        """Shuffled, augmented training batches (`EpochSampler` order)."""
+        self._check_resume()
+        return self._train_loaders(self._training_sets())["train"]
 
     def val_dataloader(self) -> DataLoader:
         """Validation batches, in order, not augmented."""
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set)
 
 
 class FinetuneDataModule(FrameDataModule):
@@ -232,22 +319,28 @@ class FinetuneDataModule(FrameDataModule):
             "norm": self._dataset(f.norm, augmented=False),
         }
 
+    def _training_sets(self) -> dict[str, FrameDataset]:
+        if not self._sets:
+            return {}
+        names = ("labeled", "unlabeled") if self.hparams.unlabeled else ("labeled",)
+        return {name: self._sets[name] for name in names}
+
     def train_dataloader(self):
-        """Labeled batches; with `unlabeled`, ``{"labeled": ..., "unlabeled": ...}`` loaders."""
-        labeled = self._loader(self._sets["labeled"], shuffle=True)
-        if not self.hparams.unlabeled:
-            return labeled
-        if not len(self._sets["unlabeled"]):
+        """Labeled batches; with `unlabeled`, ``{"labeled": ..., "unlabeled": ...}`` loaders (each in
+        `EpochSampler` order; Lightning cycles the shorter one within an epoch)."""
+        if self.hparams.unlabeled and not len(self._sets["unlabeled"]):
             raise ConfigError(
                 f"{self.hparams.root}: self-training needs unlabeled frames; set data.labeled_fraction < 1, "
                 "data.labeled_split_file or data.unlabeled_split"
             )
-        return {"labeled": labeled, "unlabeled": self._loader(self._sets["unlabeled"], shuffle=True)}
+        self._check_resume()
+        loaders = self._train_loaders(self._training_sets())
+        return loaders if self.hparams.unlabeled else loaders["labeled"]
 
     def val_dataloader(self) -> DataLoader:
         """The declared validation frames, in order, not augmented."""
-        return self._loader(self._sets["val"], shuffle=False)
+        return self._loader(self._sets["val"])
 
     def norm_dataloader(self) -> DataLoader:
         """Every target training frame (labeled or not), un-augmented, in order: BatchNorm re-estimation."""
-        return self._loader(self._sets["norm"], shuffle=False)
+        return self._loader(self._sets["norm"])

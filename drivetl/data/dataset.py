@@ -37,6 +37,7 @@ from drivetl.data.collate import Batch, collate
 from drivetl.data.formats.team import TeamReader
 from drivetl.data.formats.waymo import WaymoRecordIndex, WaymoV2RecordIndex, is_v2_folder
 from drivetl.data.records import CLASSES, Boxes, FrameRecord, Sample
+from drivetl.data.sampling import SampleIndex
 from drivetl.errors import DataError, one_line
 
 _log = logging.getLogger(__name__)
@@ -110,8 +111,11 @@ class FrameDataset(Dataset):
     """``[i] -> Sample`` over the frames of `sets`, in order (see the module docstring).
 
     spec: the batch spec (columns kept, cameras decoded or not). augment: `AugmentConfig` (None:
-    off); frame i is augmented with ``np.random.default_rng([seed, i, draw])``, `draw` from torch's
-    generator (seeded per worker and epoch by the DataLoader). lidars: LiDARs used (None: all).
+    off). The item is a frame index, or a `SampleIndex(index, epoch)` (what the training sampler
+    `EpochSampler` yields): frame i of epoch e is augmented with ``np.random.default_rng([seed, e,
+    i])``, the same in any worker process and in a resumed run; a bare index i uses
+    ``np.random.default_rng([seed, i, draw])``, `draw` from torch's generator (seeded per worker and
+    epoch by a DataLoader). lidars: LiDARs used (None: all).
     """
 
     def __init__(
@@ -147,22 +151,23 @@ class FrameDataset(Dataset):
         part, j = self._locate(i)
         return part.source[part.indices[j]]
 
-    def __getitem__(self, i: int) -> Sample:
+    def __getitem__(self, item: int | SampleIndex) -> Sample:
+        i, epoch = (int(item.index), int(item.epoch)) if isinstance(item, SampleIndex) else (int(item), None)
         if not self.skip_corrupt:
-            return self._sample(i)
+            return self._sample(i, epoch)
         for k in range(len(self)):  # a bad frame is replaced by the next good one, and reported once
             at = (i + k) % len(self)
             if at in self.skipped:
                 continue
             try:
-                return self._sample(at)
+                return self._sample(at, epoch)
             except DataError as exc:
                 self.skipped.add(at)
                 _log.warning("skipping a corrupt frame (%d skipped so far in this process): %s",
                              len(self.skipped), one_line(exc))
         raise DataError(f"every one of the {len(self)} frames is corrupt (see the warnings above)")
 
-    def _sample(self, i: int) -> Sample:
+    def _sample(self, i: int, epoch: int | None = None) -> Sample:
         part, j = self._locate(i)
         record = part.source[part.indices[j]]
         spec = self.spec
@@ -181,8 +186,11 @@ class FrameDataset(Dataset):
             changes.update(images={}, cameras=())
         sample = dataclasses.replace(sample, **changes)
         if self.augment is not None:
-            draw = int(torch.randint(0, 2**31 - 1, ()).item())  # seeded per worker and epoch by the loader
-            sample = augment(sample, np.random.default_rng([self.seed, i, draw]), self.augment)
+            if epoch is None:  # a bare index: torch's generator is seeded per worker and epoch by the loader
+                key = [self.seed, i, int(torch.randint(0, 2**31 - 1, ()).item())]
+            else:
+                key = [self.seed, epoch, i]
+            sample = augment(sample, np.random.default_rng(key), self.augment)
         return sample
 
 

@@ -5,8 +5,12 @@ Defaults added to whatever the config says (a config that names its own keeps th
 TensorBoard + CSV loggers under ``trainer.default_root_dir`` (the run folder), a Rich progress bar,
 a `ModelCheckpoint` keeping the best and the last checkpoint in ``<run>/checkpoints``, a second one
 refreshing ``last.ckpt`` every ``--checkpoint_every_n_steps`` training steps (default 500; 0: off), so
-``--ckpt_path last`` resumes a killed run (and is refused when there is no checkpoint yet), and bf16
-mixed precision on a GPU that supports it when ``trainer.precision`` is left unset. Pretraining
+``--ckpt_path last`` resumes a killed run (and is refused when there is no checkpoint yet), the
+random generators' states in every checkpoint (`RandomState`), checkpoints written under a temporary
+name and renamed (`AtomicCheckpointIO`; a killed run's temporary files are deleted when the next
+one starts), and bf16 mixed precision on a GPU that supports it when ``trainer.precision`` is left
+unset. With the data module's position in the training order (`drivetl.data.sampling`), a resumed
+run repeats the run it continues (docs/finetune.md, "Stopping and resuming"). Pretraining
 selects by ``val/loss``; fine-tuning by the module's selection metric (``val/ap`` max or
 ``val/entropy`` min).
 
@@ -32,11 +36,13 @@ from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.plugins.io import CheckpointIO
 
 from drivetl._io import atomic_write_text
 from drivetl.data.datamodule import DriveDataModule, FinetuneDataModule
 from drivetl.errors import ConfigError, DrivetlError
 from drivetl.models.adapters import save_adapters
+from drivetl.train._resume import AtomicCheckpointIO, RandomState, remove_stale_checkpoint_partials
 from drivetl.train.finetune import FinetuneModule
 from drivetl.train.pretrain import PretrainModule
 
@@ -96,13 +102,17 @@ class DrivetlCLI(LightningCLI):
         return int(value)
 
     def before_fit(self) -> None:
-        """Refuse ``--ckpt_path last`` when the run folder has no checkpoint yet (Lightning would
-        start from scratch with a warning, which a resumed run must not do silently)."""
+        """Delete the temporary checkpoint files a killed run left in the run and checkpoint folders;
+        refuse ``--ckpt_path last`` when the run folder has no checkpoint yet (Lightning would start
+        from scratch with a warning, which a resumed run must not do silently)."""
+        callbacks = self.trainer.checkpoint_callbacks
+        folders = sorted({c.dirpath for c in callbacks if getattr(c, "dirpath", None)})
+        steps = [c.dirpath for c in self.trainer.callbacks if isinstance(c, StepCheckpoints)]
+        if self.trainer.is_global_zero:
+            remove_stale_checkpoint_partials([self.trainer.default_root_dir, *folders, *steps])
         ckpt = (self.config.get("fit") or {}).get("ckpt_path") if "fit" in self.config else None
         if ckpt != "last":
             return
-        callbacks = self.trainer.checkpoint_callbacks
-        folders = sorted({c.dirpath for c in callbacks if getattr(c, "dirpath", None)})
         if not any(Path(f, "last.ckpt").is_file() for f in folders):
             where = ", ".join(folders) or self.trainer.default_root_dir
             raise ConfigError(
@@ -114,6 +124,12 @@ class DrivetlCLI(LightningCLI):
         callbacks.extend(self.extra_callbacks())
         root = config.get("default_root_dir") or os.path.join("runs", self.run_name)
         config["default_root_dir"] = root
+        if not any(isinstance(c, RandomState) for c in list(config.get("callbacks") or []) + callbacks):
+            callbacks.append(RandomState())
+        plugins = config.get("plugins")
+        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list | tuple) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            config["plugins"] = [*plugins, AtomicCheckpointIO()]
         if config.get("logger") in (None, True):
             config["logger"] = [TensorBoardLogger(root, name="tb"), CSVLogger(root, name="csv")]
         given = list(config.get("callbacks") or []) + list(callbacks)
@@ -156,6 +172,9 @@ def fit_cli(
 
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
     warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+    # the data modules resume their training order themselves (`state_dict`, drivetl.data.sampling):
+    # Lightning's warning that the loaders cannot resume part-way through an epoch does not apply
+    warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
     try:
         return cli_class(
             model_class,

@@ -60,6 +60,9 @@ from drivetl.train.losses import detection_loss
 
 __all__ = ["SELECTION", "FinetuneModule"]
 
+#: checkpoint key of the self-training teacher's tensors (resumable checkpoints only)
+TEACHER_KEY = "drivetl_teacher"
+
 #: selection criterion -> (monitored metric, mode)
 SELECTION = {"val_ap": ("val/ap", "max"), "label_free": ("val/entropy", "min")}
 
@@ -347,8 +350,11 @@ class FinetuneModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ checkpoint metadata
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store `finetune_metadata` in the checkpoint."""
+        """Store `finetune_metadata` in the checkpoint, and in a full (resumable) checkpoint the
+        self-training teacher of the current epoch, so a run resumed mid-epoch labels with it."""
         checkpoint[META_KEY] = self.finetune_metadata()
+        if self._teacher and "optimizer_states" in checkpoint:
+            checkpoint[TEACHER_KEY] = self._teacher[0].state_dict()
 
     def finetune_metadata(self) -> dict[str, Any]:
         """``checkpoint["drivetl"]``: `detector_metadata`'s fields (so a fine-tune checkpoint can
@@ -381,8 +387,16 @@ class FinetuneModule(pl.LightningModule):
         return meta
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore what the metadata records of the run (norms re-estimated, rigs trained on)."""
+        """Restore what the metadata records of the run (norms re-estimated, rigs trained on) and the
+        self-training teacher (a resumed epoch does not start again, so it takes none itself)."""
         meta = checkpoint.get(META_KEY) or {}
         self.norms_reestimated = bool(meta.get("norms_reestimated", False))
         self.rigs.update(meta.get("rigs") or [])
+        self._teacher.clear()
+        teacher_state = checkpoint.get(TEACHER_KEY)
+        if teacher_state is not None:
+            teacher = copy.deepcopy(self.model).eval()
+            teacher.load_state_dict(teacher_state)
+            teacher.requires_grad_(False)
+            self._teacher.append(teacher)
 

@@ -1,5 +1,6 @@
-"""Resuming: `--ckpt_path last` continues a run and refuses to start over silently; writers clean up
-what a killed run left half-written."""
+"""Resuming: `--ckpt_path last` continues a run and refuses to start over silently, a resumed run
+ends with the weights the uninterrupted run ends with; writers clean up what a killed run left
+half-written."""
 
 from __future__ import annotations
 
@@ -7,13 +8,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from pytorch_lightning.callbacks import Callback
 
 from drivetl.calib import load_rig
 from drivetl.cli import main
 from drivetl.data.formats.team import TeamWriter
 from drivetl.data.formats.team._example import write_example_team
+from drivetl.train.cli import FinetuneCLI, PretrainCLI
+from drivetl.train.finetune import TEACHER_KEY
+from drivetl.train.pretrain import PretrainModule
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# The tiny model gains nothing from intra-op threads (see conftest.one_thread), and one thread keeps
+# the float sums in the same order from run to run.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +117,136 @@ def test_a_frame_that_turns_bad_stops_the_run_or_is_skipped(tmp_path: Path, caps
         assert _pretrain(root, tmp_path / "skip", 2, "--data.init_args.skip_corrupt", "true") == 0
     skipped = [r.getMessage() for r in caplog.records if "skipping a corrupt frame" in r.getMessage()]
     assert skipped and all(bad.name in m for m in skipped)
+
+
+# ---------------------------------------------------------------------- a resumed run repeats the run
+
+
+class Killed(Exception):
+    """Stands for the run being killed."""
+
+
+class KillAfter(Callback):
+    """Stops the run at the start of the step after `step` (its checkpoint at `step` is written)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        if trainer.global_step >= self.step:
+            raise Killed(f"killed after step {self.step}")
+
+
+def _kill_after(monkeypatch, cli: type, step: int) -> None:
+    before = cli.extra_callbacks
+    monkeypatch.setattr(cli, "extra_callbacks", lambda self: [*before(self), KillAfter(step)])
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    differ = {k: float((a[k].double() - b[k].double()).abs().max()) for k in a if not torch.equal(a[k], b[k])}
+    assert not differ, f"{len(differ)} tensors differ, the most by {max(differ.values()):.3g}"
+
+
+@pytest.fixture(scope="module")
+def team8(tmp_path_factory) -> Path:
+    """8 frames: 7 training frames, 3 batches of 2 per epoch (the odd frame left out)."""
+    root = tmp_path_factory.mktemp("resume8") / "team"
+    write_example_team(root, load_rig(ROOT / "configs" / "rigs" / "fleet_xt32.yaml"), frames=8, seed=4)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("kill", "workers"),
+    [(4, 0), (3, 0), pytest.param(4, 2, marks=pytest.mark.slow)],
+    ids=["mid-epoch", "epoch-end", "mid-epoch-2-workers"],
+)
+def test_resumed_pretraining_ends_with_the_uninterrupted_runs_weights(
+    team8: Path, tmp_path: Path, monkeypatch, kill: int, workers: int
+) -> None:
+    """7 steps over 3 epochs (masked occupancy draws from torch's generator, augmentation on), killed
+    after step `kill` and resumed: the same weights as without the kill, to the bit."""
+    args = ("--data.init_args.batch_size", "2", "--data.init_args.num_workers", str(workers),
+            "--checkpoint_every_n_steps", "1", "--trainer.val_check_interval", "3")
+    assert _pretrain(team8, tmp_path / "whole", 7, *args) == 0
+    with monkeypatch.context() as m:
+        _kill_after(m, PretrainCLI, kill)
+        with pytest.raises(Killed):
+            _pretrain(team8, tmp_path / "killed", 7, *args)
+    state = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == kill
+    position = state["DriveDataModule"]  # the epoch, and the batches of it trained on
+    assert (position["epoch"], position["batches"]) == ((kill - 1) // 3, (kill - 1) % 3 + 1)
+    assert _pretrain(team8, tmp_path / "killed", 7, *args, "--ckpt_path", "last") == 0
+    resumed = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["global_step"] == 7
+    _assert_same_weights(_weights(tmp_path / "whole"), _weights(tmp_path / "killed"))
+
+
+TINY_DETECTOR = {
+    "class_path": "drivetl.models.BEVDetector",
+    "init_args": {
+        "classes": ["vehicle", "pedestrian", "cyclist", "sign"],
+        "head_channels": 8,
+        "lidar": {
+            "class_path": "drivetl.models.LidarEncoder",
+            "init_args": {
+                "voxel_size": [1.6, 1.6, 6.0],
+                "point_range": [-25.6, -25.6, -1.0, 25.6, 25.6, 5.0],
+                "pfn_channels": [8],
+                "widths": [8, 16],
+                "depths": [1, 1],
+                "strides": [1, 2],
+                "out_channels": 8,
+                "out_stride": 2,
+            },
+        },
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> Path:
+    """A tiny pretraining checkpoint, written as Lightning writes one (weights + drivetl metadata)."""
+    torch.manual_seed(0)
+    module = PretrainModule(TINY_DETECTOR, objectives={"detection": 1.0})
+    module._seen.update(columns=["x", "y", "z", "intensity"], rigs={"fleet_xt32"})
+    ckpt = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "global_step": 0}
+    module.on_save_checkpoint(ckpt)
+    path = tmp_path_factory.mktemp("pre") / "pretrain.ckpt"
+    torch.save(ckpt, path)
+    return path
+
+
+def _finetune(pretrained: Path, fleet: Path, run: Path, steps: int, *extra: str) -> int:
+    configs = ROOT / "configs" / "finetune"
+    return main([
+        "finetune", "--config", str(configs / "base.yaml"),
+        "--config", str(configs / "lora_self_training.yaml"),
+        "--model.pretrained", str(pretrained), "--data.root", str(fleet), "--trainer.max_steps", str(steps),
+        "--trainer.default_root_dir", str(run), "--trainer.enable_progress_bar", "false",
+        "--trainer.logger", "false", "--data.num_workers", "0", "--data.batch_size", "2",
+        "--data.labeled_fraction", "0.5", "--model.self_training_start_epoch", "0",
+        "--model.pseudo_threshold", "0.05", "--model.lora_dropout", "0.2", "--model.selection", "label_free",
+        "--checkpoint_every_n_steps", "1", *extra,
+    ])
+
+
+def test_resumed_self_training_ends_with_the_uninterrupted_runs_weights(
+    team8: Path, pretrained: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """LoRA (dropout on) with self-training from epoch 0: labeled batches (2 per epoch) beside
+    unlabeled ones (cycled), pseudo-labels from the epoch's teacher; killed mid-epoch and resumed."""
+    assert _finetune(pretrained, team8, tmp_path / "whole", 5) == 0
+    with monkeypatch.context() as m:
+        _kill_after(m, FinetuneCLI, 3)
+        with pytest.raises(Killed):
+            _finetune(pretrained, team8, tmp_path / "killed", 5)
+    state = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 3 and TEACHER_KEY in state
+    assert _finetune(pretrained, team8, tmp_path / "killed", 5, "--ckpt_path", "last") == 0
+    _assert_same_weights(_weights(tmp_path / "whole"), _weights(tmp_path / "killed"))
