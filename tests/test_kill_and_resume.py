@@ -108,9 +108,9 @@ def _simulate_args(rig: Path, out: Path, fmt: str) -> list[str]:
     [
         # a shard TFRecord per frame: killed once the first exists
         ("waymo", "waymo_like", lambda out: _count(out, "*.tfrecord") >= 1),
-        # a segment's Parquet files are finished together (vehicle_pose last): killed once the
-        # first of the two segments is complete, with the second's files open
-        ("waymo-v2", "waymo_like", lambda out: _count(out, "*.parquet") >= 7),
+        # a segment's 7 Parquet files are finished together: killed once the first of the two
+        # segments is complete, while the second's are open under temporary names
+        ("waymo-v2", "waymo_like", lambda out: _count(out, "*.parquet") >= 7 and bool(_partials(out))),
         # frame by frame: killed once the first frame file exists
         ("team", "fleet_xt32", lambda out: _count(out, "*.json") >= 1),
     ],
@@ -122,8 +122,10 @@ def test_simulate(tmp_path: Path, fmt: str, rig: str, done: Callable[[Path], boo
     _run(_simulate_args(rig_file, whole, fmt), tmp_path / "whole.log")
     args = _simulate_args(rig_file, resumed, fmt)
     _run_killed(args, tmp_path / "resumed.log", lambda: done(resumed))
-    left = _files(resumed)
-    assert len(left) < len(_files(whole))  # killed part-way
+    complete = {name for name in _files(resumed) if not name.endswith(".partial")}
+    assert complete < set(_files(whole))  # killed part-way
+    if fmt == "waymo-v2":
+        assert _partials(resumed)  # what the killed writer had open; the rerun removes it
     _run(args, tmp_path / "resumed.log")
     _assert_same_files(resumed, whole)
     summary = (tmp_path / "resumed.log").read_text().rsplit("frames simulated: ", 1)[1]
@@ -154,8 +156,9 @@ def test_convert(waymo_files: Path, tmp_path: Path) -> None:
     _run(["convert", "waymo", waymo_files, whole], tmp_path / "whole.log")
     args = ["convert", "waymo", waymo_files, resumed]
     # killed once the first shard is finished (its .json), while the next one is being written
-    _run_killed(args, tmp_path / "resumed.log", lambda: _count(resumed / "shards", "*.json") >= 1)
-    assert not (resumed / "index.json").exists()
+    _run_killed(args, tmp_path / "resumed.log",
+                lambda: _count(resumed / "shards", "*.json") >= 1 and bool(_partials(resumed)))
+    assert not (resumed / "index.json").exists() and _partials(resumed)
     _run(args, tmp_path / "resumed.log")
     _assert_same_files(resumed, whole)
     assert "already done" in (tmp_path / "resumed.log").read_text()

@@ -127,19 +127,26 @@ class Killed(Exception):
 
 
 class KillAfter(Callback):
-    """Stops the run at the start of the step after `step` (its checkpoint at `step` is written)."""
+    """Stops the run at the start of the step after `step` (its checkpoint at `step` is written), or
+    with `in_validation` at the start of the validation that follows step `step` (the periodic
+    checkpoint of that step is written, the one after validation is not)."""
 
-    def __init__(self, step: int):
+    def __init__(self, step: int, in_validation: bool = False):
         self.step = step
+        self.in_validation = in_validation
 
     def on_train_batch_start(self, trainer, *args) -> None:
         if trainer.global_step >= self.step:
             raise Killed(f"killed after step {self.step}")
 
+    def on_validation_start(self, trainer, *args) -> None:
+        if self.in_validation and not trainer.sanity_checking and trainer.global_step >= self.step:
+            raise Killed(f"killed in the validation after step {self.step}")
 
-def _kill_after(monkeypatch, cli: type, step: int) -> None:
+
+def _kill_after(monkeypatch, cli: type, step: int, in_validation: bool = False) -> None:
     before = cli.extra_callbacks
-    monkeypatch.setattr(cli, "extra_callbacks", lambda self: [*before(self), KillAfter(step)])
+    monkeypatch.setattr(cli, "extra_callbacks", lambda self: [*before(self), KillAfter(step, in_validation)])
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
@@ -161,20 +168,21 @@ def team8(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("kill", "workers"),
-    [(4, 0), (3, 0), pytest.param(4, 2, marks=pytest.mark.slow)],
-    ids=["mid-epoch", "epoch-end", "mid-epoch-2-workers"],
+    ("kill", "workers", "in_validation"),
+    [(4, 0, False), (3, 0, False), (3, 0, True), (4, 2, False)],
+    ids=["mid-epoch", "epoch-end", "in-validation", "mid-epoch-2-workers"],
 )
 def test_resumed_pretraining_ends_with_the_uninterrupted_runs_weights(
-    team8: Path, tmp_path: Path, monkeypatch, kill: int, workers: int
+    team8: Path, tmp_path: Path, monkeypatch, kill: int, workers: int, in_validation: bool
 ) -> None:
-    """7 steps over 3 epochs (masked occupancy draws from torch's generator, augmentation on), killed
-    after step `kill` and resumed: the same weights as without the kill, to the bit."""
+    """7 steps over 3 epochs (masked occupancy draws from torch's generator, augmentation on,
+    validation every 3 steps), killed after step `kill` and resumed: the same weights as without the
+    kill, to the bit."""
     args = ("--data.init_args.batch_size", "2", "--data.init_args.num_workers", str(workers),
             "--checkpoint_every_n_steps", "1", "--trainer.val_check_interval", "3")
     assert _pretrain(team8, tmp_path / "whole", 7, *args) == 0
     with monkeypatch.context() as m:
-        _kill_after(m, PretrainCLI, kill)
+        _kill_after(m, PretrainCLI, kill, in_validation)
         with pytest.raises(Killed):
             _pretrain(team8, tmp_path / "killed", 7, *args)
     state = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)
