@@ -137,8 +137,9 @@ class FrameDataModule(pl.LightningDataModule):
             name: batches_per_epoch(len(samplers[name]), self.hparams.batch_size, self._drop_last(ds))
             for name, ds in sets.items()
         }
-        if self._resume is not None:
+        if self._resume is not None:  # once: loaders built again later start where Lightning says
             epoch, done, per_epoch = self._resume
+            self._resume = None
             if done >= (per_epoch or max(lengths.values(), default=0)):  # stopped at the end of an epoch
                 epoch, done = epoch + 1, 0
             for name, sampler in samplers.items():

@@ -14,6 +14,7 @@ from drivetl.calib import load_rig
 from drivetl.cli import main
 from drivetl.data.formats.team import TeamWriter
 from drivetl.data.formats.team._example import write_example_team
+from drivetl.train._resume import AtomicCheckpointIO, random_state, set_random_state
 from drivetl.train.cli import FinetuneCLI, PretrainCLI
 from drivetl.train.finetune import TEACHER_KEY
 from drivetl.train.pretrain import PretrainModule
@@ -55,11 +56,70 @@ def test_ckpt_path_last_continues_the_run(team: Path, tmp_path: Path) -> None:
     assert _pretrain(team, run, 2) == 0
     first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert first["global_step"] == 2
+    # what a run killed while saving leaves: temporary checkpoint files, removed when the next starts
+    stale = [run / "checkpoints" / ".last.ckpt.k2j4x9.partial", run / ".finetuned.ckpt.partial"]
+    for path in stale:
+        path.write_bytes(b"half a checkpoint")
+    keep = run / "checkpoints" / "notes.partial"  # not a temporary name of a writer
+    keep.write_text("mine")
     assert _pretrain(team, run, 4, "--ckpt_path", "last") == 0
+    assert not any(p.exists() for p in stale) and keep.exists()
     resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["global_step"] == 4
     changed = [k for k, v in first["state_dict"].items() if not torch.equal(v, resumed["state_dict"][k])]
     assert changed  # it trained on from the checkpoint
+
+
+def test_resuming_with_another_order_says_so(team: Path, tmp_path: Path, caplog) -> None:
+    """Another data seed (or other frames) cannot repeat the interrupted run: a warning names both."""
+    run = tmp_path / "run"
+    assert _pretrain(team, run, 2) == 0
+    with caplog.at_level("WARNING", logger="drivetl.data.datamodule"):
+        assert _pretrain(team, run, 3, "--ckpt_path", "last", "--data.init_args.seed", "5") == 0
+    said = [r.getMessage() for r in caplog.records if "resuming with other data" in r.getMessage()]
+    assert len(said) == 1 and "seed 0" in said[0] and "now seed 5" in said[0], said
+
+
+def test_checkpoints_are_written_under_a_temporary_name(tmp_path: Path, monkeypatch) -> None:
+    """A save that dies half-way through writing leaves the previous checkpoint as it was; its
+    temporary file lies beside it, under the name the next run's start removes."""
+    import drivetl.train._resume as resume
+
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"global_step": 1, "w": torch.ones(3)}, path)
+    before = path.read_bytes()
+    seen: list[list[str]] = []
+
+    def dies_half_way(obj, f) -> None:
+        f.write(before[: len(before) // 2])
+        f.flush()
+        seen.append(sorted(p.name for p in path.parent.iterdir()))
+        raise RuntimeError("killed while saving")
+
+    monkeypatch.setattr(resume.torch, "save", dies_half_way)
+    with pytest.raises(RuntimeError, match="killed while saving"):
+        io.save_checkpoint({"global_step": 2, "w": torch.zeros(3)}, path)
+    partial = [n for n in seen[0] if n != "last.ckpt"]
+    assert len(partial) == 1 and partial[0].startswith(".last.ckpt.") and partial[0].endswith(".partial")
+    assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["global_step"] == 1
+
+
+def test_random_state_round_trip_loads_with_weights_only(tmp_path: Path) -> None:
+    import random
+
+    import numpy as np
+
+    torch.manual_seed(1)
+    np.random.seed(2)
+    random.seed(3)
+    torch.save(random_state(), tmp_path / "rng.pt")
+    want = (torch.rand(4), np.random.rand(4), [random.random() for _ in range(4)])
+    set_random_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    got = (torch.rand(4), np.random.rand(4), [random.random() for _ in range(4)])
+    assert torch.equal(got[0], want[0]) and np.array_equal(got[1], want[1]) and got[2] == want[2]
 
 
 def test_team_writer_removes_a_killed_runs_partial_files(team: Path, tmp_path: Path) -> None:
