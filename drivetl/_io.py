@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +66,28 @@ def remove_stale_partials(root: str | os.PathLike, recursive: bool = True) -> in
                 path.unlink()
                 removed += 1
     return removed
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """In a worker process of a resumable writer: be killed when the process that started it dies.
+
+    A run killed outright (SIGKILL, the out-of-memory killer) runs no clean-up; its pool workers would
+    go on with their queued jobs, writing into the output folder while a rerun writes there too. On
+    Linux the kernel sends this process SIGKILL when its parent exits (``PR_SET_PDEATHSIG``); when the
+    parent `parent_pid` is already gone, the worker exits now. Elsewhere nothing is done.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before the line above
+        os._exit(1)
 
 
 def _umask() -> int:

@@ -132,6 +132,70 @@ def test_simulate(tmp_path: Path, fmt: str, rig: str, done: Callable[[Path], boo
     assert "already present (skipped): 0\n" not in summary  # the rerun resumed: it skipped some
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _assert_gone(pids: list[int], seconds: float = 10) -> None:
+    end = time.monotonic() + seconds
+    while any(_alive(p) for p in pids) and time.monotonic() < end:
+        time.sleep(0.05)
+    alive = [p for p in pids if _alive(p)]
+    for p in alive:  # do not leave them running after the test
+        os.kill(p, signal.SIGKILL)
+    assert not alive, f"worker processes {alive} outlived the killed run"
+
+
+def _run_killed_with_workers(args: Sequence[str], log: Path, out: Path, ready: Callable[[], bool]) -> None:
+    """`_run_killed` for a run with worker processes: they must die with it, and nothing complete
+    may appear in `out` after the kill (orphans would go on writing while a rerun writes there too)."""
+    proc = _command(args, log)
+    workers: set[int] = set()
+    while not ready():
+        assert proc.poll() is None, f"ended before it could be killed part-way:\n{log.read_text()[-3000:]}"
+        workers |= set(_children(proc.pid))
+        time.sleep(0.005)
+    workers |= set(_children(proc.pid))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(60)
+    at_kill = {name for name in _files(out) if not name.endswith(".partial")}
+    assert len(workers) >= 2  # the pool's workers (and multiprocessing's resource tracker)
+    _assert_gone(sorted(workers), seconds=2)
+    time.sleep(1)
+    assert {name for name in _files(out) if not name.endswith(".partial")} == at_kill
+
+
+needs_proc = pytest.mark.skipif(
+    not Path("/proc/self/task").is_dir(), reason="reads process children from /proc"
+)
+
+
+@needs_proc
+def test_simulate_workers_die_with_the_run(tmp_path: Path) -> None:
+    """Killed, a run with worker processes takes them along; the rerun completes the folder as one
+    uninterrupted run would."""
+    rig_file = _small_rig_file(tmp_path / "rig.yaml", "waymo_like", columns=600)
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    _run([*_simulate_args(rig_file, whole, "waymo"), "--frames", 8], tmp_path / "whole.log")
+    args = [*_simulate_args(rig_file, resumed, "waymo"), "--frames", 8, "--workers", 2]
+    _run_killed_with_workers(
+        args, tmp_path / "resumed.log", resumed, lambda: _count(resumed, "*.tfrecord") >= 1
+    )
+    _run(args, tmp_path / "resumed.log")
+    _assert_same_files(resumed, whole)
+
+
 # ---------------------------------------------------------------------- convert
 
 
@@ -162,6 +226,17 @@ def test_convert(waymo_files: Path, tmp_path: Path) -> None:
     _run(args, tmp_path / "resumed.log")
     _assert_same_files(resumed, whole)
     assert "already done" in (tmp_path / "resumed.log").read_text()
+
+
+@needs_proc
+def test_convert_workers_die_with_the_run(waymo_files: Path, tmp_path: Path) -> None:
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    _run(["convert", "waymo", waymo_files, whole], tmp_path / "whole.log")
+    args = ["convert", "waymo", waymo_files, resumed, "--workers", 2]
+    _run_killed_with_workers(args, tmp_path / "resumed.log", resumed,
+                             lambda: bool(_partials(resumed)))
+    _run(args, tmp_path / "resumed.log")
+    _assert_same_files(resumed, whole)
 
 
 # ---------------------------------------------------------------------- import

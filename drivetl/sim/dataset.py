@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drivetl._io import remove_stale_partials
+from drivetl._io import die_with_parent, remove_stale_partials
 from drivetl.calib import SensorRig
 from drivetl.data.records import FrameKey, FrameRecord
 from drivetl.errors import ConfigError
@@ -149,9 +150,13 @@ def frame_stats(record: FrameRecord) -> dict:
 _WORKER: dict = {}
 
 
-def _worker_init(plan: SimulationPlan, threads: int = 0) -> None:
-    """Set up a worker; threads: ray-casting threads (1 where worker processes share the cores)."""
+def _worker_init(plan: SimulationPlan, threads: int = 0, parent: int | None = None) -> None:
+    """Set up a worker; threads: ray-casting threads (1 where worker processes share the cores);
+    parent: the pid of the run, when this is a pool worker (it dies with the run)."""
     from drivetl.sim.frame import RigSimulator
+
+    if parent is not None:
+        die_with_parent(parent)
 
     _WORKER["plan"] = plan
     _WORKER["threads"] = threads
@@ -233,7 +238,7 @@ def _run(plan: SimulationPlan, workers: int, fn: Callable, jobs: list[list[int]]
             yield fn(job)
         return
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(min(workers, len(jobs)), initializer=_worker_init, initargs=(plan, 1)) as pool:
+    with ctx.Pool(min(workers, len(jobs)), initializer=_worker_init, initargs=(plan, 1, os.getpid())) as pool:
         yield from pool.imap(fn, jobs)
 
 

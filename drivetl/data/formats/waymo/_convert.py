@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from drivetl._io import remove_stale_partials
+from drivetl._io import die_with_parent, remove_stale_partials
 from drivetl.errors import DataError
 
 SUFFIXES = (".tfrecord", ".tfrecords")
@@ -226,7 +226,12 @@ def convert_waymo(
         for f in todo:
             done(convert_file(str(f.path), str(root), segment=f.segment, **kwargs))
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=mp.get_context("spawn"),
+            initializer=die_with_parent,  # a killed run's workers must not go on writing shards
+            initargs=(os.getpid(),),
+        ) as pool:
             pending: set[Future] = {
                 pool.submit(convert_file, str(f.path), str(root), segment=f.segment, **kwargs) for f in todo
             }
