@@ -11,6 +11,12 @@ config gives), augmentation, LiDAR choice and the loaders. Its two kinds:
   fleet folder with a labeled subset, the unlabeled rest, a declared validation split, optionally
   mixed with source frames brought towards the target rig.
 
+Training batches come in `EpochSampler` order (`drivetl.data.sampling`: a function of ``seed`` and
+the epoch), each frame augmented from (seed, epoch, frame). A data module's `state_dict`, saved in
+every checkpoint, is its position in that order; a run resumed from the checkpoint leaves out the
+batches already trained on and so repeats the interrupted run (docs/finetune.md, "Stopping and
+resuming").
+
 Sources (``format``): ``"waymo"`` (Waymo v1 ``*.tfrecord`` files), ``"waymo-v2"`` (a Waymo v2 folder of
 Parquet component files), ``"team"`` (a team-format folder
 with its ``rig.yaml``), ``"cache"`` (the training cache of ``drivetl convert``) or ``"auto"``.
