@@ -98,12 +98,13 @@ class FrameDataModule(pl.LightningDataModule):
             camera_names=hp.camera_names,
         )
 
-    def _dataset(self, sets: Sequence[FrameSet], augmented: bool) -> FrameDataset:
+    def _dataset(self, sets: Sequence[FrameSet], augmented: bool, stream: int = 0) -> FrameDataset:
         return FrameDataset(
             sets,
             self.spec,
             augment=self.augment_config if augmented else None,
             seed=self.hparams.seed,
+            stream=stream,
             lidars=self.hparams.lidars,
             skip_corrupt=self.hparams.skip_corrupt,
         )
@@ -136,7 +137,7 @@ class FrameDataModule(pl.LightningDataModule):
         trainer = self.trainer
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         samplers = {
-            name: EpochSampler(ds, seed=self.hparams.seed, num_replicas=replicas, rank=rank)
+            name: EpochSampler(ds, seed=self.hparams.seed, stream=ds.stream, num_replicas=replicas, rank=rank)
             for name, ds in sets.items()
         }
         lengths = {
@@ -321,7 +322,7 @@ class FinetuneDataModule(FrameDataModule):
         self.frames = f = select_frames(target, hp)
         self._sets = {
             "labeled": self._dataset(f.labeled, augmented=True),
-            "unlabeled": self._dataset(f.unlabeled, augmented=True),
+            "unlabeled": self._dataset(f.unlabeled, augmented=True, stream=1),  # drawn apart from labeled
             "val": self._dataset(f.val, augmented=False),
             "norm": self._dataset(f.norm, augmented=False),
         }

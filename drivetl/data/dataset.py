@@ -115,7 +115,8 @@ class FrameDataset(Dataset):
     `EpochSampler` yields): frame i of epoch e is augmented with ``np.random.default_rng([seed, e,
     i])``, the same in any worker process and in a resumed run; a bare index i uses
     ``np.random.default_rng([seed, i, draw])``, `draw` from torch's generator (seeded per worker and
-    epoch by a DataLoader). lidars: LiDARs used (None: all).
+    epoch by a DataLoader). stream: datasets of one run with different streams augment independently
+    (the key gains the stream when it is not 0). lidars: LiDARs used (None: all).
     """
 
     def __init__(
@@ -125,6 +126,7 @@ class FrameDataset(Dataset):
         *,
         augment: AugmentConfig | None = None,
         seed: int = 0,
+        stream: int = 0,
         lidars: Sequence[str] | None = None,
         skip_corrupt: bool = False,
     ):
@@ -132,6 +134,7 @@ class FrameDataset(Dataset):
         self.spec = spec
         self.augment = augment
         self.seed = seed
+        self.stream = int(stream)
         self.lidars = list(lidars) if lidars else None
         self.skip_corrupt = skip_corrupt
         self.skipped: set[int] = set()  # frames found bad in this process (each worker has its own)
@@ -189,7 +192,7 @@ class FrameDataset(Dataset):
             if epoch is None:  # a bare index: torch's generator is seeded per worker and epoch by the loader
                 key = [self.seed, i, int(torch.randint(0, 2**31 - 1, ()).item())]
             else:
-                key = [self.seed, epoch, i]
+                key = [self.seed, epoch, i] + ([self.stream] if self.stream else [])
             sample = augment(sample, np.random.default_rng(key), self.augment)
         return sample
 

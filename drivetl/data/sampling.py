@@ -35,18 +35,21 @@ class SampleIndex(NamedTuple):
     epoch: int
 
 
-def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
-    """(n,) int64: the order of `n` frames in `epoch` (a permutation drawn from (seed, epoch))."""
+def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True, stream: int = 0) -> np.ndarray:
+    """(n,) int64: the order of `n` frames in `epoch`, a permutation drawn from (seed, epoch), or from
+    (seed, epoch, stream) for a stream other than 0 (another loader of the same run)."""
     if not shuffle:
         return np.arange(n, dtype=np.int64)
-    return np.random.default_rng([int(seed), int(epoch)]).permutation(n).astype(np.int64)
+    key = [int(seed), int(epoch)] + ([int(stream)] if stream else [])
+    return np.random.default_rng(key).permutation(n).astype(np.int64)
 
 
 class EpochSampler(DistributedSampler):
     """Frames of `dataset` in `epoch_order`, one replica's share, optionally from part-way in.
 
-    dataset: anything with ``len``. seed: the order's seed (the data module's ``seed``). shuffle:
-    False keeps file order. num_replicas, rank: this process's share (1, 0 without DDP).
+    dataset: anything with ``len``. seed: the order's seed (the data module's ``seed``); stream:
+    loaders of one run with different streams draw independent orders. shuffle: False keeps file
+    order. num_replicas, rank: this process's share (1, 0 without DDP).
     drop_last: drop the tail that does not divide among the replicas (else pad with the start).
     `set_epoch(e)` (Lightning calls it at each epoch start) chooses the epoch; `resume_at(e, k)`
     makes epoch `e`'s next pass start at this replica's `k`-th frame (once: a later pass over the
@@ -58,6 +61,7 @@ class EpochSampler(DistributedSampler):
         dataset: Sized,
         *,
         seed: int = 0,
+        stream: int = 0,
         shuffle: bool = True,
         num_replicas: int = 1,
         rank: int = 0,
@@ -66,6 +70,7 @@ class EpochSampler(DistributedSampler):
         super().__init__(
             dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
         )
+        self.stream = int(stream)
         self._resume: tuple[int, int] | None = None
 
     def resume_at(self, epoch: int, start: int) -> None:
@@ -78,7 +83,7 @@ class EpochSampler(DistributedSampler):
     def replica_order(self, epoch: int) -> np.ndarray:
         """(num_samples,) int64: this replica's frames of `epoch`, in order."""
         n = len(self.dataset)
-        order = epoch_order(n, self.seed, epoch, self.shuffle)
+        order = epoch_order(n, self.seed, epoch, self.shuffle, self.stream)
         if self.drop_last:
             order = order[: self.total_size]
         elif self.total_size > n:

@@ -39,6 +39,10 @@ def test_order_is_a_function_of_seed_and_epoch_only() -> None:
     assert [s.epoch for s in a] == [1] * 11
     assert _indices(EpochSampler(data, seed=3, shuffle=False)) == list(range(11))
     assert epoch_order(11, 3, 1).tolist() == _indices(a)
+    # another loader of the same run (the unlabeled frames of self-training): its own order
+    c = EpochSampler(data, seed=3, stream=1)
+    c.set_epoch(1)
+    assert _indices(c) != _indices(a) and _indices(c) == epoch_order(11, 3, 1, stream=1).tolist()
 
 
 def test_resume_at_leaves_out_what_was_done_once() -> None:
@@ -93,6 +97,9 @@ def test_augmentation_is_keyed_by_seed_epoch_and_frame(team: Path) -> None:
     torch.manual_seed(123)  # the global generator plays no part
     assert np.array_equal(ds[SampleIndex(1, 4)].points, a)
     assert not np.array_equal(ds[SampleIndex(1, 5)].points, a)  # another epoch, another draw
+    other = _dataset(team)
+    other.stream = 1  # another dataset of the run (the unlabeled frames): drawn apart
+    assert not np.array_equal(other[SampleIndex(1, 4)].points, a)
     # a bare index keeps drawing from torch's generator (seeded per worker and epoch by a loader)
     torch.manual_seed(0)
     b = ds[1].points
