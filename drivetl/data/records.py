@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -170,6 +170,13 @@ def _frozen(mapping: Mapping | None) -> Mapping:
     return MappingProxyType(dict(mapping or {}))
 
 
+def _reduce(obj: Any) -> tuple:
+    """Pickle a record through its constructor, its read-only mappings as plain dicts (a mapping
+    proxy cannot be pickled, and DataLoader worker processes send samples and records)."""
+    values = (getattr(obj, f.name) for f in fields(obj))
+    return (type(obj), tuple(dict(v) if isinstance(v, MappingProxyType) else v for v in values))
+
+
 @dataclass(frozen=True, eq=False)
 class FrameRecord:
     """Everything one source frame holds, as recorded.
@@ -191,6 +198,9 @@ class FrameRecord:
         if pose.shape != (4, 4):
             raise ValueError(f"frame {self.key}: world_from_vehicle must be 4x4, got {pose.shape}")
         object.__setattr__(self, "world_from_vehicle", pose)
+
+    def __reduce__(self) -> tuple:
+        return _reduce(self)
 
 
 @dataclass(frozen=True, eq=False)
@@ -231,3 +241,6 @@ class Sample:
         if self.points.dtype != np.float32:
             object.__setattr__(self, "points", self.points.astype(np.float32))
         object.__setattr__(self, "images", _frozen(self.images))
+
+    def __reduce__(self) -> tuple:
+        return _reduce(self)
