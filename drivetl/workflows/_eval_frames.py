@@ -15,8 +15,9 @@ one `DataError` naming the frame (its key or record) and the reader's own messag
 file), or with ``skip_corrupt`` becomes a `SkippedFrame` the caller counts and reports. The same
 holds in DataLoader worker processes: a worker's error reaches the caller as the worker's own
 message (`drivetl.errors.one_line` strips the worker's traceback), and a worker that dies (killed by
-the kernel, a crash in a decoder) is one `DataError` instead of a torch RuntimeError. The loader's
-workers are shut down as soon as iteration stops, error or not.
+the kernel, a crash in a decoder) or sends no batch for `WORKER_TIMEOUT_S` is one `DataError`
+instead of a torch RuntimeError or a wait without end. The loader's workers are shut down as soon
+as iteration stops, error or not.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ from drivetl.errors import DataError, DrivetlError, one_line
 
 __all__ = ["SKIP_HINT", "SkippedFrame", "check_frames", "frame_batches", "frame_label", "skipped_summary"]
 
+#: Seconds a worker process may take for one batch before the run stops instead of waiting on: a
+#: last guard (a batch of full-size Waymo frames takes seconds); a worker that cannot send its batch
+#: must not leave the command waiting forever.
+WORKER_TIMEOUT_S = 600.0
 #: Skipped frames listed by name in report.md / report.html (metrics.json and predict.json list all).
 LISTED_SKIPS = 20
 SKIP_HINT = "fix or remove the frame, or pass --skip-corrupt to skip and count unreadable frames"
@@ -154,6 +159,7 @@ def frame_batches(
         shuffle=False,
         num_workers=workers,
         collate_fn=_Collate(spec),
+        timeout=WORKER_TIMEOUT_S if workers > 0 else 0,
     )
     it = iter(loader)
     try:
@@ -168,6 +174,11 @@ def frame_batches(
                         f"{data.root}: a data-loading worker died ({str(exc).splitlines()[0][:160]}); a "
                         "frame may need more memory than there is, or crash a decoder: rerun with "
                         "--workers 0 to find it"
+                    ) from None
+                if type(exc) is RuntimeError and str(exc).startswith("DataLoader timed out"):
+                    raise DataError(
+                        f"{data.root}: no batch from the data-loading workers in {WORKER_TIMEOUT_S:g} s; "
+                        "rerun with --workers 0 to see where reading stops"
                     ) from None
                 raise
             yield item

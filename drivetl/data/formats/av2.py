@@ -264,8 +264,8 @@ class Av2Log:
         for cname, stamps in self._images.items():
             near = _nearest(stamps, ts, int(tolerance_s * 1e9))
             if near is not None:
-                data = (self.root / "sensors" / "cameras" / cname / f"{near}.jpg").read_bytes()
-                cameras[cname] = CameraImage(cname, data, "jpeg")
+                path = self.root / "sensors" / "cameras" / cname / f"{near}.jpg"
+                cameras[cname] = CameraImage(cname, path.read_bytes(), "jpeg", str(path))
         boxes, _, skipped = self.boxes(ts)
         pose = np.eye(4)
         if self._poses is not None:

@@ -246,7 +246,9 @@ class DgpScene:
                     data = path.read_bytes()
                 except OSError as exc:
                     raise DataError(f"{path}: unreadable image ({exc})") from exc
-                cameras[name] = CameraImage(name, data, "png" if path.suffix.lower() == ".png" else "jpeg")
+                cameras[name] = CameraImage(
+                    name, data, "png" if path.suffix.lower() == ".png" else "jpeg", str(path)
+                )
         boxes = _concat(all_boxes)
         key = FrameKey(self.segment, _timestamp_us(sample["id"]["timestamp"], str(self.scene_path)))
         return FrameRecord(key, rig, lidars, cameras, boxes, world_from_vehicle), skipped
