@@ -516,62 +516,13 @@ def test_argoverse2_logs(tmp_path_factory) -> None:
 # ------------------------------------------------------------------------------------- TRI DGP
 
 
-@functools.cache
-def _dgp_seed() -> dict[str, bytes]:
-    """{path in the scene folder: bytes} of a one-sample DGP scene: a 16-beam LiDAR (.npz), a
-    16 x 12 camera, calibration, ontology and two 3D boxes."""
-    when = "2019-05-15T00:38:58.203752Z"
-    ident = {"qw": 1.0, "qx": 0.0, "qy": 0.0, "qz": 0.0}
-    optical = {"qw": 0.5, "qx": -0.5, "qy": 0.5, "qz": -0.5}
-
-    def pose(rotation, x=0.0, y=0.0, z=0.0):
-        return {"rotation": rotation, "translation": {"x": x, "y": y, "z": z}}
-
-    scene = {
-        "data": [
-            {"key": "k1", "id": {"name": "LIDAR", "timestamp": when}, "datum": {"point_cloud": {
-                "filename": "point_cloud/LIDAR/1.npz", "point_format": ["X", "Y", "Z", "INTENSITY"],
-                "annotations": {"1": "bounding_box_3d/LIDAR/1.json"}, "pose": pose(ident, 400.0, -250.0)}}},
-            {"key": "k2", "id": {"name": "CAMERA_01", "timestamp": when}, "datum": {"image": {
-                "filename": "rgb/CAMERA_01/1.jpg", "width": 16, "height": 12, "channels": 3}}},
-        ],
-        "samples": [{"id": {"timestamp": when}, "datum_keys": ["k1", "k2"], "calibration_key": "c"}],
-        "ontologies": {"1": "o"},
-    }
-    calibration = {
-        "names": ["LIDAR", "CAMERA_01"],
-        "extrinsics": [pose(ident, 0.0, 0.0, 1.8), pose(optical, 1.6, 0.0, 1.4)],
-        "intrinsics": [{"fx": 0.0, "fy": 0.0, "cx": 0.0, "cy": 0.0, "skew": 0.0},
-                       {"fx": 8.0, "fy": 8.0, "cx": 8.0, "cy": 6.0, "skew": 0.0}],
-    }
-    ontology = {"items": [{"id": 0, "name": "Car"}, {"id": 1, "name": "Pedestrian"}]}
-    boxes = {"annotations": [
-        {"box": {"pose": pose(ident, 8.0, 2.0), "length": 4.5, "width": 1.9, "height": 1.6},
-         "class_id": 0, "instance_id": 7, "num_points": 20},
-        {"box": {"pose": pose(ident, 5.0, -3.0), "length": 0.6, "width": 0.6, "height": 1.8},
-         "class_id": 1, "instance_id": 8, "num_points": 5},
-    ]}
-    xyz = _ring_points(np.radians(np.linspace(-15.0, 15.0, 16)), 32)
-    buf = io.BytesIO()
-    np.savez(buf, data=np.column_stack([xyz, np.full(len(xyz), 0.5)]).astype(np.float32))
-    dump = lambda doc: json.dumps(doc).encode()  # noqa: E731
-    return {
-        "scene_1.json": dump(scene),
-        "calibration/c.json": dump(calibration),
-        "ontology/o.json": dump(ontology),
-        "bounding_box_3d/LIDAR/1.json": dump(boxes),
-        "point_cloud/LIDAR/1.npz": buf.getvalue(),
-        "rgb/CAMERA_01/1.jpg": _jpeg(16, 12),
-    }
-
-
-def test_dgp_scenes(tmp_path_factory) -> None:
+def test_dgp_scenes(tmp_path_factory, dgp_scene_files) -> None:
     """Mutated bytes of any of a scene's files, or its JSON files with one value replaced."""
     import shutil
 
     from drivetl.data.formats.dgp import import_dgp
 
-    files = _dgp_seed()
+    files = dgp_scene_files
     work = tmp_path_factory.mktemp("dgp")
 
     def read() -> int:
