@@ -1,4 +1,4 @@
-"""Hostile DGP scenes: JSON of the wrong shape, keys that leave the folder; each one DataError line
+"""Hostile DGP scenes: JSON of the wrong shape, keys that leave the folder; each one error line
 naming the file and the key path (the fuzz suite found KeyError, TypeError, AttributeError and
 ValueError escaping for these)."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from drivetl.data.formats.dgp import import_dgp
-from drivetl.errors import DataError
+from drivetl.errors import DrivetlError
 
 
 def _scene(root: Path, files: dict[str, bytes], name: str, edit) -> Path:
@@ -72,7 +72,7 @@ CASES = {
 def test_malformed_scene_files_are_one_line_naming_file_and_key(case, dgp_scene_files, tmp_path):
     name, edit, match = CASES[case]
     src = _scene(tmp_path / "scene", dgp_scene_files, name, edit)
-    with pytest.raises(DataError, match=match) as info:
+    with pytest.raises(DrivetlError, match=match) as info:
         import_dgp(src, tmp_path / "out")
     assert "\n" not in str(info.value)
     assert name.split("/")[-1] in str(info.value) or "samples" in match or "NUL" in match, str(info.value)

@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from drivetl.errors import DataError, short_repr
+from drivetl.errors import DataError, RigError, short_repr
 
 __all__ = ["check_annotations", "check_calibration", "check_ontology", "check_scene"]
 
@@ -109,7 +109,15 @@ def check_scene(doc: Any, where: str) -> dict:
 
 
 def check_calibration(doc: Any, where: str) -> dict:
-    """A calibration JSON: names, extrinsics (poses) and intrinsics (fx fy cx cy, skew), one per sensor."""
+    """A calibration JSON: names, extrinsics (poses) and intrinsics (fx fy cx cy, skew), one per
+    sensor; a `RigError` (the calibration is the rig) naming the file and key otherwise."""
+    try:
+        return _check_calibration(doc, where)
+    except DataError as exc:
+        raise RigError(str(exc)) from None
+
+
+def _check_calibration(doc: Any, where: str) -> dict:
     if not isinstance(doc, Mapping):
         raise DataError(f"{where}: a DGP calibration must be a JSON object, got {short_repr(doc)}")
     names = _get(doc, "names", "list", where, "")
