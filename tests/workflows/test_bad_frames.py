@@ -67,7 +67,8 @@ def test_workers_give_the_same_results_and_do_not_hang(tiny, tmp_path, guard) ->
     from drivetl.workflows.evaluate import evaluate
 
     out = tmp_path / "eval"
-    assert _evaluate(tiny["lidar"], tiny["data"], out, "--workers", "2", "--batch-size", "3") == 0
+    two = ("--workers", "2", "--batch-size", "3")
+    assert _evaluate(tiny["lidar"], tiny["data"], out, *two, "--render-frames", "0") == 0
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["data"]["frames"] == 4 and doc["data"]["skipped_corrupt"]["count"] == 0
     alone = evaluate(
@@ -76,7 +77,7 @@ def test_workers_give_the_same_results_and_do_not_hang(tiny, tmp_path, guard) ->
     )
     assert doc["models"][0]["result"] == alone.results["lidar"].to_dict()
     out = tmp_path / "pred"
-    assert _predict(tiny["lidar"], tiny["data"], out, "--workers", "2", "--batch-size", "3") == 0
+    assert _predict(tiny["lidar"], tiny["data"], out, *two, "--render", "0") == 0
     assert len(list((out / "frames").rglob("*.json"))) == 4
 
 
@@ -104,7 +105,7 @@ def test_skip_corrupt_leaves_the_frame_out_of_every_model_and_names_it(tiny, tmp
     data = _copy(tiny, tmp_path)
     _truncate_points(data)
     out = tmp_path / "o"
-    argv = ["--ckpt", str(tiny["fusion"]), "--workers", "2", "--skip-corrupt"]
+    argv = ["--ckpt", str(tiny["fusion"]), "--workers", "2", "--skip-corrupt", "--render-frames", "0"]
     assert _evaluate(tiny["lidar"], data, out, *argv) == 0
     assert "1 frames skipped as unreadable" in capsys.readouterr().out
     doc = json.loads((out / "metrics.json").read_text())
