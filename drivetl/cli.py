@@ -77,6 +77,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"drivetl {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if "Original Traceback" not in str(exc):
+            raise
+        # not bad input but a bug, raised in a DataLoader worker: its message is the worker's whole
+        # traceback; one line, and how to get the traceback in this process
+        print(f"drivetl {args.command}: internal error in a data-loading worker: {one_line(exc)}; "
+              "rerun with --workers 0 (or num_workers 0) for the full traceback and report it",
+              file=sys.stderr)
+        return 1
 
 
 def _output_of(args: argparse.Namespace) -> str | None:

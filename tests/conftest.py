@@ -129,3 +129,62 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         skip = pytest.mark.skip(reason="needs a CUDA GPU")
         for item in gpu_items:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def dgp_scene_files() -> dict[str, bytes]:
+    """{path in the scene folder: bytes} of a one-sample TRI DGP scene, written here: a 16-beam
+    LiDAR (.npz, points on its beams at 10 m), a 16 x 12 camera, calibration, ontology and two 3D
+    boxes (a Car and a Pedestrian)."""
+    import io
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    when = "2019-05-15T00:38:58.203752Z"
+    ident = {"qw": 1.0, "qx": 0.0, "qy": 0.0, "qz": 0.0}
+    optical = {"qw": 0.5, "qx": -0.5, "qy": 0.5, "qz": -0.5}
+
+    def pose(rotation, x=0.0, y=0.0, z=0.0):
+        return {"rotation": rotation, "translation": {"x": x, "y": y, "z": z}}
+
+    scene = {
+        "data": [
+            {"key": "k1", "id": {"name": "LIDAR", "timestamp": when}, "datum": {"point_cloud": {
+                "filename": "point_cloud/LIDAR/1.npz", "point_format": ["X", "Y", "Z", "INTENSITY"],
+                "annotations": {"1": "bounding_box_3d/LIDAR/1.json"}, "pose": pose(ident, 400.0, -250.0)}}},
+            {"key": "k2", "id": {"name": "CAMERA_01", "timestamp": when}, "datum": {"image": {
+                "filename": "rgb/CAMERA_01/1.jpg", "width": 16, "height": 12, "channels": 3}}},
+        ],
+        "samples": [{"id": {"timestamp": when}, "datum_keys": ["k1", "k2"], "calibration_key": "c"}],
+        "ontologies": {"1": "o"},
+    }
+    calibration = {
+        "names": ["LIDAR", "CAMERA_01"],
+        "extrinsics": [pose(ident, 0.0, 0.0, 1.8), pose(optical, 1.6, 0.0, 1.4)],
+        "intrinsics": [{"fx": 0.0, "fy": 0.0, "cx": 0.0, "cy": 0.0, "skew": 0.0},
+                       {"fx": 8.0, "fy": 8.0, "cx": 8.0, "cy": 6.0, "skew": 0.0}],
+    }
+    ontology = {"items": [{"id": 0, "name": "Car"}, {"id": 1, "name": "Pedestrian"}]}
+    boxes = {"annotations": [
+        {"box": {"pose": pose(ident, 8.0, 2.0), "length": 4.5, "width": 1.9, "height": 1.6},
+         "class_id": 0, "instance_id": 7, "num_points": 20},
+        {"box": {"pose": pose(ident, 5.0, -3.0), "length": 0.6, "width": 0.6, "height": 1.8},
+         "class_id": 1, "instance_id": 8, "num_points": 5},
+    ]}
+    beams = np.radians(np.linspace(-15.0, 15.0, 16))
+    e, a = np.meshgrid(beams, np.linspace(-np.pi, np.pi, 32, endpoint=False), indexing="ij")
+    xyz = 10.0 * np.stack([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)], axis=-1).reshape(-1, 3)
+    points = io.BytesIO()
+    np.savez(points, data=np.column_stack([xyz, np.full(len(xyz), 0.5)]).astype(np.float32))
+    image = io.BytesIO()
+    Image.new("RGB", (16, 12), (1, 2, 3)).save(image, "JPEG")
+    return {
+        "scene_1.json": json.dumps(scene).encode(),
+        "calibration/c.json": json.dumps(calibration).encode(),
+        "ontology/o.json": json.dumps(ontology).encode(),
+        "bounding_box_3d/LIDAR/1.json": json.dumps(boxes).encode(),
+        "point_cloud/LIDAR/1.npz": points.getvalue(),
+        "rgb/CAMERA_01/1.jpg": image.getvalue(),
+    }

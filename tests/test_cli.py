@@ -73,3 +73,25 @@ def test_a_data_workers_error_is_reported_as_its_own_message() -> None:
         "frames/seg/0.json: labels.objects[0]: center/size/heading must be finite (in a data-loading worker)"
     )
     assert one_line(DataError("plain message")) == "plain message"
+
+
+class _Buggy(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int):
+        return {"frame": i}["frames"]  # a bug, not bad input
+
+
+def test_a_bug_in_a_data_worker_is_one_line_with_exit_code_1(monkeypatch, tmp_path: Path, capsys) -> None:
+    import drivetl.commands.info as info
+
+    def run(args):
+        next(iter(torch.utils.data.DataLoader(_Buggy(), batch_size=1, num_workers=1)))
+
+    monkeypatch.setattr(info, "run", run)
+    assert main(["info", str(tmp_path / "x.tfrecord")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("drivetl info: internal error in a data-loading worker: KeyError: 'frames'")
+    assert "--workers 0" in err

@@ -51,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, help="evaluate only the first N frames")
     parser.add_argument("--batch-size", type=int, default=4, help="frames per forward pass (default 4)")
     parser.add_argument("--workers", type=int, default=0, help="data loading worker processes (default 0)")
+    parser.add_argument(
+        "--skip-corrupt",
+        action="store_true",
+        help="leave out frames that cannot be read, counted and named in the report (default: stop "
+        "with one line naming the frame); the first frame must read either way",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument(
         "--fusion-health",
@@ -144,10 +150,14 @@ def run(args: argparse.Namespace) -> int:
             score_threshold=args.score_threshold,
             render_frames=args.render_frames,
             class_map=class_map,
+            skip_corrupt=args.skip_corrupt,
             log=lambda msg: console.print(msg, markup=False, highlight=False),
             progress=progress,
         )
     print(report.table())
+    skipped = report.skipped
+    if skipped:
+        print(f"{len(skipped)} frames skipped as unreadable (listed in metrics.json and the report)")
     for h in report.fusion:
         print(
             f"fusion health {h.name}: mAP with cameras {h.map_with:.3f}, without {h.map_without:.3f} "

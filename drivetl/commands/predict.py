@@ -39,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--render", type=int, default=3, metavar="N", help="frames rendered (default 3)")
     parser.add_argument("--batch-size", type=int, default=4, help="frames per forward pass (default 4)")
     parser.add_argument("--workers", type=int, default=0, help="data loading worker processes (default 0)")
+    parser.add_argument(
+        "--skip-corrupt",
+        action="store_true",
+        help="leave out frames that cannot be read, counted and named in the report (default: stop "
+        "with one line naming the frame); the first frame must read either way",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--overwrite", action="store_true", help="predict every frame again")
 
@@ -88,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             device=device,
             workers=args.workers,
             overwrite=args.overwrite,
+            skip_corrupt=args.skip_corrupt,
             log=lambda msg: console.print(msg, markup=False, highlight=False),
             progress=progress,
         )
@@ -98,6 +105,11 @@ def run(args: argparse.Namespace) -> int:
         f"{summary.predicted} frames predicted, {summary.skipped} already there; "
         f"{summary.frames_per_second:.2f} frames/s; {summary.detections} boxes"
     )
+    if summary.corrupt:
+        print(
+            f"{len(summary.corrupt)} frames skipped as unreadable (listed in predict.json; a rerun "
+            "into the same folder tries them again)"
+        )
     print(f"predictions: {summary.out / 'frames'}")
     if summary.report is not None:
         print(f"report: {summary.report}")

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from drivetl.calib.rig_vector import RIG_VECTOR_DIM
-from drivetl.errors import DataError
+from drivetl.errors import DataError, short_repr
 
 if TYPE_CHECKING:
     from drivetl.calib import SensorRig
@@ -81,11 +81,24 @@ class LidarPoints:
 
 @dataclass(frozen=True, eq=False)
 class CameraImage:
-    """One camera's image of one frame, kept encoded (JPEG/PNG bytes) and decoded lazily."""
+    """One camera's image of one frame, kept encoded (JPEG/PNG bytes) and decoded lazily.
+
+    origin: where the bytes come from (a file path, a record), named in error messages; "" unknown.
+    """
 
     sensor: str
     data: bytes
     encoding: Literal["jpeg", "png"] = "jpeg"
+    origin: str = ""
+
+    def _where(self) -> str:
+        return f"{self.origin}: camera {self.sensor}" if self.origin else f"camera {self.sensor}"
+
+    def _fault(self, what: str, exc: Exception) -> DataError:
+        from PIL import UnidentifiedImageError
+
+        why = "not an image PIL can identify" if isinstance(exc, UnidentifiedImageError) else str(exc)
+        return DataError(f"{self._where()}: {what.format(self.encoding)} ({short_repr(why, 120)})")
 
     def decode(self) -> np.ndarray:
         """(H, W, 3) uint8 RGB; DataError (naming the camera) for bytes that are no decodable image."""
@@ -95,7 +108,7 @@ class CameraImage:
             with Image.open(io.BytesIO(self.data)) as im:
                 return np.asarray(im.convert("RGB"))
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise DataError(f"camera {self.sensor}: undecodable {self.encoding} image ({exc})") from None
+            raise self._fault("undecodable {} image", exc) from None
 
     def size(self) -> tuple[int, int]:
         """(width, height) read from the encoded header, without decoding the pixels."""
@@ -105,9 +118,7 @@ class CameraImage:
             with Image.open(io.BytesIO(self.data)) as im:
                 return int(im.width), int(im.height)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise DataError(
-                f"camera {self.sensor}: unreadable {self.encoding} image header ({exc})"
-            ) from None
+            raise self._fault("unreadable {} image header", exc) from None
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,6 +181,13 @@ def _frozen(mapping: Mapping | None) -> Mapping:
     return MappingProxyType(dict(mapping or {}))
 
 
+def _reduce(obj: Any) -> tuple:
+    """Pickle a record through its constructor, its read-only mappings as plain dicts (a mapping
+    proxy cannot be pickled, and DataLoader worker processes send samples and records)."""
+    values = (getattr(obj, f.name) for f in fields(obj))
+    return (type(obj), tuple(dict(v) if isinstance(v, MappingProxyType) else v for v in values))
+
+
 @dataclass(frozen=True, eq=False)
 class FrameRecord:
     """Everything one source frame holds, as recorded.
@@ -191,6 +209,9 @@ class FrameRecord:
         if pose.shape != (4, 4):
             raise ValueError(f"frame {self.key}: world_from_vehicle must be 4x4, got {pose.shape}")
         object.__setattr__(self, "world_from_vehicle", pose)
+
+    def __reduce__(self) -> tuple:
+        return _reduce(self)
 
 
 @dataclass(frozen=True, eq=False)
@@ -231,3 +252,6 @@ class Sample:
         if self.points.dtype != np.float32:
             object.__setattr__(self, "points", self.points.astype(np.float32))
         object.__setattr__(self, "images", _frozen(self.images))
+
+    def __reduce__(self) -> tuple:
+        return _reduce(self)

@@ -2,8 +2,9 @@
 
 Layout of REPORT_DIR::
 
-    metrics.json          data, region, per model: source, classes, notes, full DetectionResult;
-                          fusion health per camera model; warnings
+    metrics.json          data (with the frames skipped as unreadable), region, per model: source,
+                          classes, notes, full DetectionResult; fusion health per camera model;
+                          warnings
     report.md             comparison tables (LEVEL_2 and LEVEL_1), figures, fusion health, notes
     pr_curves.png         precision/recall per class, one line per model (LEVEL_2, all ranges)
     range_bars.png        mAP per range band, one bar per model
@@ -219,6 +220,9 @@ def render_markdown(
         lines.append("")
     if warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
+    skipped = skipped_lines(data_info)
+    if skipped:
+        lines += ["## Skipped frames", "", skipped[0], ""] + [f"- {t}" for t in skipped[1:]] + [""]
     if figures:
         lines += ["## Figures", "", "![PR curves](pr_curves.png)", "", "![mAP by range](range_bars.png)", ""]
     if bev:
@@ -231,6 +235,15 @@ def render_markdown(
         for label, path in bev:
             lines += [f"**{label}**", "", f"![{label}]({path.relative_to(out).as_posix()})", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def skipped_lines(data_info: Mapping[str, Any]) -> list[str]:
+    """The report's lines about frames left out as unreadable: a count, then the first few frames."""
+    from drivetl.workflows._eval_frames import SkippedFrame, skipped_summary
+
+    info = data_info.get("skipped_corrupt") or {}
+    frames = [SkippedFrame(**f) for f in info.get("frames", [])]
+    return skipped_summary(frames, int(data_info.get("frames", 0)) + len(frames))
 
 
 def _f(x: float, sign: bool = False) -> str:

@@ -21,11 +21,12 @@ import numpy as np
 import torch
 
 from drivetl.data.canonicalize import canonicalize
-from drivetl.data.dataset import Collate, FrameDataset, FrameSet, open_source
+from drivetl.data.dataset import open_source
 from drivetl.data.records import Boxes, FrameKey
 from drivetl.errors import DataError
 from drivetl.eval import DetectionEvaluator, Detections
 from drivetl.models.adapters import adapted_forward
+from drivetl.workflows._eval_frames import SkippedFrame, frame_batches
 from drivetl.workflows._evaluate_load import LoadedModel
 
 
@@ -89,15 +90,28 @@ class FramePrediction:
 
 @dataclass
 class ModelRun:
-    """What running one model produced. blind: the same frames with cameras hidden (fusion health);
+    """What running one model produced. frames: one per position of the data in `positions` (every
+    position but the skipped ones); blind: the same frames with cameras hidden (fusion health);
     heat_change: mean |sigmoid(heatmap) - sigmoid(heatmap without cameras)| over cells, relative to
-    the mean sigmoid(heatmap); coverage: mean share of BEV cells a camera saw (camera models only)."""
+    the mean sigmoid(heatmap); coverage: mean share of BEV cells a camera saw (camera models only);
+    skipped: frames left out as unreadable (``skip_corrupt``)."""
 
     frames: list[FramePrediction] = field(default_factory=list)
     blind: list[FramePrediction] | None = None
     heat_change: float | None = None
     coverage: float | None = None
     seconds: float = 0.0
+    positions: list[int] = field(default_factory=list)
+    skipped: list[SkippedFrame] = field(default_factory=list)
+
+    def keep(self, positions: set[int]) -> None:
+        """Keep only the frames at `positions` (frames another model could not read are dropped,
+        so every model is scored on the same frames)."""
+        kept = [k for k, p in enumerate(self.positions) if p in positions]
+        self.frames = [self.frames[k] for k in kept]
+        if self.blind is not None:
+            self.blind = [self.blind[k] for k in kept]
+        self.positions = [self.positions[k] for k in kept]
 
 
 def _to_detections(det: Any, loaded: LoadedModel) -> Detections:
@@ -129,28 +143,31 @@ def run_model(
     fusion_health: bool = False,
     score_threshold: float = 0.05,
     workers: int = 0,
+    skip_corrupt: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> ModelRun:
     """Predict every frame of `data` with `loaded`; `progress(n)` is called after each batch of n frames.
 
-    Each frame's own rig vector (from the data's rig) conditions FiLM adapters."""
+    Each frame's own rig vector (from the data's rig) conditions FiLM adapters. A frame that cannot
+    be read stops the run with a `DataError` naming it, or with `skip_corrupt` is left out and listed
+    in `ModelRun.skipped` (`drivetl.workflows._eval_frames`)."""
     t0 = time.perf_counter()
     model = loaded.model.to(device).eval()
     cameras = loaded.has_camera
     check = fusion_health and cameras
-    spec = loaded.batch_spec
-    loader = torch.utils.data.DataLoader(
-        FrameDataset([FrameSet(data.source, data.indices)], spec),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=Collate(spec, with_samples=True),
+    batches = frame_batches(
+        data, loaded.batch_spec, batch_size=batch_size, workers=workers, skip_corrupt=skip_corrupt
     )
     run = ModelRun(blind=[] if check else None)
     heat_diff = heat_mean = cover = 0.0
     n_batches = 0
     with torch.inference_mode():
-        for samples, batch in loader:
+        for samples, batch, skipped in batches:
+            run.skipped += skipped
+            if batch is None:
+                if progress is not None:
+                    progress(len(skipped))
+                continue
             batch = batch.to(device)
             outs = adapted_forward(model, batch)
             dets = outs.detections(score_threshold=score_threshold)
@@ -168,11 +185,13 @@ def run_model(
                 heat_mean += float(h1.mean())
             n_batches += 1
             if progress is not None:
-                progress(len(samples))
+                progress(len(samples) + len(skipped))
     if check and n_batches:
         run.heat_change = heat_diff / max(heat_mean, 1e-12)
     if cameras and n_batches:
         run.coverage = cover / n_batches
+    bad = {s.position for s in run.skipped}
+    run.positions = [p for p in range(len(data)) if p not in bad]
     run.seconds = time.perf_counter() - t0
     return run
 

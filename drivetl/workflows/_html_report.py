@@ -122,6 +122,11 @@ def evaluate_page(
     )
     if warnings:
         sections.append(("Warnings", _list(list(warnings), "warn")))
+    from drivetl.workflows._evaluate_report import skipped_lines
+
+    skipped = skipped_lines(data_info)
+    if skipped:
+        sections.append(("Skipped frames", f"<p>{html.escape(skipped[0])}</p>" + _list(skipped[1:], "warn")))
     sections.append(("Figures", _figures(figures)))
     sections.append(("Renders (ground truth green, predictions by class)", _figures(renders)))
     path = out / "report.html"
@@ -149,8 +154,15 @@ def predict_page(out: Path, manifest: Mapping[str, Any], summary: Any) -> Path:
         ["boxes written by this run", summary.detections],
     ]
     per_class = [[c, n] for c, n in sorted(summary.per_class.items())]
-    sections = [
-        ("Run", _table(["", ""], facts)),
+    corrupt = list(getattr(summary, "corrupt", []))
+    facts.insert(6, ["skipped as unreadable (--skip-corrupt)", len(corrupt)])
+    sections = [("Run", _table(["", ""], facts))]
+    if corrupt:
+        from drivetl.workflows._eval_frames import skipped_summary
+
+        lines = skipped_summary(corrupt, data["frames"])
+        sections.append(("Skipped frames", f"<p>{html.escape(lines[0])}</p>" + _list(lines[1:], "warn")))
+    sections += [
         ("Detections per class (this run)", _table(["class", "boxes"], per_class)),
         ("Renders (ground truth green where labelled, predictions by class)", _figures(summary.renders)),
     ]

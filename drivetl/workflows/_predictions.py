@@ -193,19 +193,32 @@ class PredictionFiles:
         """(x_min, y_min, z_min, x_max, y_max, z_max) metres: the writing model's detection range."""
         return tuple(float(v) for v in self.manifest["model"]["point_range"])
 
-    def run(self, data, progress: Callable[[int], None] | None = None):
+    def run(self, data, progress: Callable[[int], None] | None = None, skip_corrupt: bool = False):
         """A `ModelRun` of the files over the frames of `data` (ground truth canonicalized from the data,
-        predicted boxes moved into the same canonical frame). DataError naming a missing frame file."""
+        predicted boxes moved into the same canonical frame). DataError naming a missing frame file;
+        a data frame that cannot be read stops with a DataError naming it, or with `skip_corrupt` is
+        left out and listed in `ModelRun.skipped`."""
         import time
 
         from drivetl.data.canonicalize import canonicalize
+        from drivetl.errors import DrivetlError, one_line
         from drivetl.eval import Detections
+        from drivetl.workflows._eval_frames import SKIP_HINT, SkippedFrame, frame_label
         from drivetl.workflows._evaluate_run import FramePrediction, ModelRun
 
         t0 = time.perf_counter()
         run = ModelRun()
-        for i in data.indices:
-            sample = canonicalize(data.source[i], decode_images=False)
+        for pos, i in enumerate(data.indices):
+            try:
+                sample = canonicalize(data.source[i], decode_images=False)
+            except DrivetlError as exc:
+                label, reason = frame_label(data, pos), one_line(exc)
+                if not skip_corrupt:
+                    raise DataError(f"{reason} (frame {label}); {SKIP_HINT}") from None
+                run.skipped.append(SkippedFrame(pos, label, reason))
+                if progress is not None:
+                    progress(1)
+                continue
             path = frame_path(self.root, sample.key)
             if not path.is_file():
                 raise DataError(
@@ -215,6 +228,7 @@ class PredictionFiles:
             boxes, scores, names = read_frame(path)
             boxes[:, 2] -= sample.ground_z
             run.frames.append(FramePrediction(sample.key, sample.boxes, Detections(boxes, scores, names)))
+            run.positions.append(pos)
             if progress is not None:
                 progress(1)
         run.seconds = time.perf_counter() - t0

@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from drivetl.errors import ConfigError
+from drivetl.data.dataset import BatchSpec
+from drivetl.errors import ConfigError, DataError, DrivetlError, one_line
 from drivetl.eval import DetectionResult, EvalConfig
+from drivetl.workflows._eval_frames import SKIP_HINT, SkippedFrame, check_frames, frame_label
 from drivetl.workflows._evaluate_load import (
     CLASS_ALIASES,
     LoadedModel,
@@ -73,7 +75,8 @@ __all__ = [
 
 @dataclass
 class EvaluationReport:
-    """What `evaluate` produced: results per model name (display order), fusion health, warnings, files."""
+    """What `evaluate` produced: results per model name (display order), fusion health, warnings, files,
+    and the frames left out as unreadable (``skip_corrupt``)."""
 
     results: dict[str, DetectionResult]
     fusion: list[FusionHealth] = field(default_factory=list)
@@ -83,6 +86,7 @@ class EvaluationReport:
     extra: dict[str, dict[str, DetectionResult]] = field(default_factory=dict)
     runs: dict[str, ModelRun] = field(default_factory=dict)
     box_errors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: list[SkippedFrame] = field(default_factory=list)
 
     def table(self, level: str = "LEVEL_2") -> str:
         """The Markdown comparison table of the models at `level`."""
@@ -143,6 +147,7 @@ def evaluate(
     render_score: float = 0.3,
     class_map: Mapping[str, str] | None = None,
     figures: bool = True,
+    skip_corrupt: bool = False,
     log: Callable[[str], Any] | None = print,
     progress: Callable[[str, int, int], Any] | None = None,
 ) -> EvaluationReport:
@@ -159,6 +164,10 @@ def evaluate(
         predictions (`EvaluationReport.extra[matcher]`).
     score_threshold: decoding threshold (low, so the PR curves reach high recall).
     render_frames: frames rendered in bird's-eye view per model (evenly spread over the data).
+    skip_corrupt: a frame that cannot be read is left out of every model's evaluation, counted and
+        named in the report (default: the run stops with one line naming it). Before any model runs,
+        the first frame is decoded for each model and a team folder's labels are read
+        (`drivetl.workflows._eval_frames.check_frames`; labels only without `skip_corrupt`).
     progress(stage, done, total): called as frames are predicted (stage names the model).
     """
     log = log or (lambda _msg: None)
@@ -185,6 +194,7 @@ def evaluate(
     loaded = [s if isinstance(s, LoadedModel | PredictionFiles) else load_model(s, class_map) for s in specs]
     if len({m.name for m in loaded}) != len(loaded):
         raise ConfigError(f"model names must be distinct, got {[m.name for m in loaded]}; use --name")
+    check_frames(ds, [_spec(m) for m in loaded], labels=not skip_corrupt)
     box_region = _region(loaded) if region == "model" else None
     config = _eval_config(loaded, range_edges, matcher, iou_type)
     extra_configs = {
@@ -224,7 +234,7 @@ def evaluate(
                 progress(_name, _done[0], len(ds))
 
         if isinstance(m, PredictionFiles):
-            run = m.run(ds, progress=tick)
+            run = m.run(ds, progress=tick, skip_corrupt=skip_corrupt)
         else:
             run = run_model(
                 m,
@@ -234,9 +244,29 @@ def evaluate(
                 fusion_health=fusion_health,
                 score_threshold=score_threshold,
                 workers=workers,
+                skip_corrupt=skip_corrupt,
                 progress=tick,
             )
         runs[m.name] = run
+        if m.model is not None:
+            m.model.to("cpu")
+    # every model is scored on the frames every model could read
+    skipped = _skipped(runs)
+    kept = [p for p in range(len(ds)) if p not in skipped]
+    if not kept:
+        raise DataError(f"{ds.root}: none of the {len(ds)} frames could be read (see skipped frames)")
+    for run in runs.values():
+        run.keep(set(kept))
+    report.skipped = list(skipped.values())
+    data_info["frames"] = len(kept)
+    data_info["skipped_corrupt"] = {"count": len(skipped), "frames": [s.to_dict() for s in skipped.values()]}
+    if skipped:
+        report.warnings.append(
+            f"{len(skipped)} of {len(ds)} frames could not be read and were left out of every model's "
+            "evaluation (--skip-corrupt); see Skipped frames"
+        )
+    for m in loaded:
+        run = runs[m.name]
         report.results[m.name] = accumulate(run.frames, config, box_region)
         report.box_errors[m.name] = class_box_errors(run.frames, config.classes, box_region)
         for x, cfg in extra_configs.items():
@@ -245,8 +275,6 @@ def evaluate(
             report.fusion.append(_fusion(m, run, config, box_region))
         elif fusion_health:
             log(f"{m.name}: LiDAR-only model, no fusion health to measure")
-        if m.model is not None:
-            m.model.to("cpu")
         report.models.append(
             {
                 "name": m.name,
@@ -263,7 +291,9 @@ def evaluate(
     for h in report.fusion:
         report.warnings.extend(h.warnings)
     bev, cams = (
-        _render(Path(out), ds, runs, box_region, render_frames, render_score)
+        _render(
+            Path(out), ds, kept, runs, box_region, render_frames, render_score, skip_corrupt, report.warnings
+        )
         if render_frames > 0
         else ([], [])
     )
@@ -327,10 +357,35 @@ def _fusion(m: LoadedModel, run: ModelRun, config: EvalConfig, box_region) -> Fu
     return h
 
 
+def _spec(m: LoadedModel | PredictionFiles) -> BatchSpec:
+    """What the start-up check decodes for `m`: its batch spec (prediction files: points only)."""
+    if isinstance(m, PredictionFiles):
+        return BatchSpec(columns=("x", "y", "z", "intensity"))
+    return m.batch_spec
+
+
+def _skipped(runs: Mapping[str, ModelRun]) -> dict[int, SkippedFrame]:
+    """Position -> the first report of every frame some model could not read, by position."""
+    out: dict[int, SkippedFrame] = {}
+    for run in runs.values():
+        for s in run.skipped:
+            out.setdefault(s.position, s)
+    return dict(sorted(out.items()))
+
+
 def _render(
-    out: Path, ds: EvalData, runs: Mapping[str, ModelRun], box_region, count: int, score: float
+    out: Path,
+    ds: EvalData,
+    kept: Sequence[int],
+    runs: Mapping[str, ModelRun],
+    box_region,
+    count: int,
+    score: float,
+    skip_corrupt: bool,
+    warnings: list[str],
 ) -> tuple[list[tuple[str, Path]], list[tuple[str, Path]]]:
-    """Bird's-eye views (report.md and report.html) and camera views (report.html) of a few frames."""
+    """Bird's-eye views (report.md and report.html) and camera views (report.html) of a few of the
+    evaluated frames (`kept`: their positions in `ds`, in the order of each run's frames)."""
     import dataclasses
 
     import numpy as np
@@ -339,12 +394,20 @@ def _render(
     from drivetl.workflows._evaluate_run import in_region
     from drivetl.workflows._renders import render_cameras
 
-    n = len(ds)
+    n = len(kept)
     picks = sorted({int(round(x)) for x in np.linspace(0, n - 1, min(count, n))})
     rendered, cameras = [], []
     with_images = bool(ds.camera_names)
     for pos in picks:
-        sample = canonicalize(ds.source[ds.indices[pos]], decode_images=with_images)
+        try:
+            sample = canonicalize(ds.source[ds.indices[kept[pos]]], decode_images=with_images)
+        except DrivetlError as exc:  # a camera image no model read
+            label = frame_label(ds, kept[pos])
+            if not skip_corrupt:
+                msg = f"{one_line(exc)} (frame {label}, rendered for the report); {SKIP_HINT}"
+                raise DataError(msg) from None
+            warnings.append(f"frame {label} not rendered: {one_line(exc)}")
+            continue
         key, points = sample.key, sample.points[:, :3]
         if box_region is not None:
             points = points[in_region(np.column_stack([points, np.zeros((len(points), 4))]), box_region)]

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from drivetl._io import atomic_write_text
-from drivetl.data.dataset import BatchSpec, Collate, FrameDataset, FrameSet
-from drivetl.errors import ConfigError, DataError
+from drivetl.data.dataset import BatchSpec
+from drivetl.errors import ConfigError, DataError, DrivetlError, one_line
 from drivetl.models import decode
+from drivetl.workflows._eval_frames import SKIP_HINT, SkippedFrame, check_frames, frame_batches, frame_label
 from drivetl.workflows._evaluate_load import ModelSpec, canonical_classes, load_model
 from drivetl.workflows._evaluate_run import EvalData, open_eval_data
 from drivetl.workflows._predictions import (
@@ -44,7 +45,8 @@ __all__ = ["PredictSummary", "predict"]
 
 @dataclass
 class PredictSummary:
-    """What `predict` did: frames predicted now, skipped (already there), detections, speed, files."""
+    """What `predict` did: frames predicted now, skipped (already there), detections, speed, files;
+    corrupt: frames left out as unreadable (``skip_corrupt``), which a rerun tries again."""
 
     out: Path
     predicted: int = 0
@@ -54,6 +56,7 @@ class PredictSummary:
     seconds: float = 0.0
     renders: list[tuple[str, Path]] = field(default_factory=list)
     report: Path | None = None
+    corrupt: list[SkippedFrame] = field(default_factory=list)
 
     @property
     def frames_per_second(self) -> float:
@@ -163,6 +166,7 @@ def predict(
     device: str = "cpu",
     workers: int = 0,
     overwrite: bool = False,
+    skip_corrupt: bool = False,
     html: bool = True,
     log: Callable[[str], Any] | None = print,
     progress: Callable[[int, int], Any] | None = None,
@@ -173,6 +177,10 @@ def predict(
     score_threshold: boxes under it are not written (the same default as evaluate's decoding, so
     `drivetl evaluate --predictions` reproduces the checkpoint's AP; raise it for pseudo-labels).
     render: frames drawn (bird's-eye view, and camera views when the data has images).
+    skip_corrupt: a frame that cannot be read is left out (no file written, so a rerun tries it
+        again), counted and named in predict.json and report.html; default: the run stops with one
+        line naming it. Before the model runs, the first frame is decoded with the model's inputs
+        (`drivetl.workflows._eval_frames.check_frames`), even with `skip_corrupt`.
     progress(done, total): called after each batch.
     """
     log = log or (lambda _msg: None)
@@ -186,6 +194,7 @@ def predict(
         pred: Any = _OnnxPredictor(Path(onnx))
     else:
         pred = _TorchPredictor(ModelSpec.parse(model) if isinstance(model, str) else model, device)
+    check_frames(ds, [pred.spec])
     manifest = _manifest(pred, ds, score_threshold)
     _check_resume(out, manifest, overwrite)
     out.mkdir(parents=True, exist_ok=True)
@@ -193,37 +202,42 @@ def predict(
     summary = PredictSummary(out)
 
     # which frames still need a file (each frame's key read cheaply from its source, no points decoded)
-    keys = _keys(ds)
-    todo = [pos for pos, key in enumerate(keys) if overwrite or not frame_path(out, key).is_file()]
+    keys = _keys(ds, skip_corrupt)
+    todo = [
+        pos for pos, key in enumerate(keys) if overwrite or key is None or not frame_path(out, key).is_file()
+    ]
     summary.skipped = len(ds) - len(todo)
     if summary.skipped:
         log(f"resuming: {summary.skipped} of {len(ds)} frames already predicted")
     picks = set(_spread(len(ds), render))
-    loader = torch.utils.data.DataLoader(
-        FrameDataset([FrameSet(ds.source, [ds.indices[p] for p in todo])], pred.spec),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=Collate(pred.spec, with_samples=True),
+    batches = frame_batches(
+        ds, pred.spec, positions=todo, batch_size=batch_size, workers=workers, skip_corrupt=skip_corrupt
     )
     t0 = time.perf_counter()
     done = 0
     with torch.inference_mode():
-        for samples, batch in loader:
-            found = pred.detect(samples, batch, score_threshold)
-            for s, (boxes, scores, labels) in zip(samples, found, strict=True):
+        for samples, batch, skipped in batches:
+            summary.corrupt += skipped
+            for s in skipped:
+                log(f"skipped unreadable frame {s.frame}: {s.reason}")
+            found = pred.detect(samples, batch, score_threshold) if samples else []
+            bad = {s.position for s in skipped}
+            positions = [p for p in todo[done : done + len(samples) + len(skipped)] if p not in bad]
+            done += len(samples) + len(skipped)
+            for pos, s, (boxes, scores, labels) in zip(positions, samples, found, strict=True):
                 names = [pred.canonical[i] or pred.classes[i] for i in labels.tolist()]
                 boxes, scores = boxes.astype(np.float64), scores.astype(np.float64)
                 write_frame(out, frame_document(s.key, boxes, scores, names, s.ground_z))
                 summary.detections += len(names)
                 for n in names:
                     summary.per_class[n] = summary.per_class.get(n, 0) + 1
-                pos = todo[done]
-                done += 1
                 if pos in picks:
-                    summary.renders += _render_frame(out, ds, pos, s, boxes, scores, names, render_score)
+                    summary.renders += _render_frame(
+                        out, ds, pos, s, boxes, scores, names, render_score, skip_corrupt, log
+                    )
             if progress is not None:
                 progress(summary.skipped + done, len(ds))
+    done -= len(summary.corrupt)
     summary.predicted = done
     summary.seconds = time.perf_counter() - t0
     manifest.update(
@@ -232,6 +246,7 @@ def predict(
         skipped=summary.skipped,
         detections=summary.detections,
         frames_per_second=None if not done else round(summary.frames_per_second, 3),
+        skipped_corrupt={"count": len(summary.corrupt), "frames": [c.to_dict() for c in summary.corrupt]},
     )
     atomic_write_text(out / MANIFEST, _json(manifest))
     if html:
@@ -239,8 +254,9 @@ def predict(
 
         summary.report = predict_page(out, manifest, summary)
     log(
-        f"predicted {summary.predicted} frames ({summary.skipped} already done), "
-        f"{summary.detections} boxes, {summary.frames_per_second:.2f} frames/s"
+        f"predicted {summary.predicted} frames ({summary.skipped} already done"
+        + (f", {len(summary.corrupt)} skipped as unreadable" if summary.corrupt else "")
+        + f"), {summary.detections} boxes, {summary.frames_per_second:.2f} frames/s"
     )
     return summary
 
@@ -251,15 +267,23 @@ def _json(doc: dict[str, Any]) -> str:
     return json.dumps(doc, indent=1) + "\n"
 
 
-def _keys(ds: EvalData) -> list:
-    """The frame key of every frame of `ds`, without reading point clouds where the source allows."""
+def _keys(ds: EvalData, skip_corrupt: bool = False) -> list:
+    """The frame key of every frame of `ds`, without reading point clouds where the source allows;
+    with `skip_corrupt` None for a frame whose key cannot be read (it is tried, and skipped, later)."""
     keys = getattr(ds.source, "keys", None)  # team folders and the training cache list their keys
     if isinstance(keys, list | tuple):
         return [keys[i] for i in ds.indices]
     record_key = getattr(ds.source, "record_key", None)  # Waymo TFRecords: the key from the record's head
-    if callable(record_key):
-        return [record_key(i) for i in ds.indices]
-    return [ds.source[i].key for i in ds.indices]
+    read = record_key if callable(record_key) else (lambda i: ds.source[i].key)
+    out = []
+    for i in ds.indices:
+        try:
+            out.append(read(i))
+        except DrivetlError:
+            if not skip_corrupt:
+                raise
+            out.append(None)
+    return out
 
 
 def _spread(n: int, count: int) -> list[int]:
@@ -268,13 +292,23 @@ def _spread(n: int, count: int) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, n - 1, min(count, n))})
 
 
-def _render_frame(out, ds, pos, sample, boxes, scores, names, score) -> list[tuple[str, Path]]:
+def _render_frame(
+    out, ds, pos, sample, boxes, scores, names, score, skip_corrupt, log
+) -> list[tuple[str, Path]]:
     from drivetl.data.canonicalize import canonicalize
     from drivetl.eval import Detections
     from drivetl.workflows._renders import render_bev, render_cameras
 
     det = Detections(boxes, scores, tuple(names))
-    full = canonicalize(ds.source[ds.indices[pos]], decode_images=True)
+    try:
+        full = canonicalize(ds.source[ds.indices[pos]], decode_images=True)
+    except DrivetlError as exc:  # a camera image the model did not read
+        label = frame_label(ds, pos)
+        if not skip_corrupt:
+            msg = f"{one_line(exc)} (frame {label}, rendered for the report); {SKIP_HINT}"
+            raise DataError(msg) from None
+        log(f"frame {label} not rendered: {one_line(exc)}")
+        return []
     shown = [(f"{sample.key} bird's-eye view", render_bev(out / "renders", full, det, score, None))]
     shown += render_cameras(out / "renders", full, det, score)
     return shown

@@ -1,4 +1,4 @@
-"""PCD files from strangers: sizes in the header are bounded before anything is allocated.
+"""PCD and PLY files from strangers: sizes in the header are bounded before anything is allocated.
 
 Each case ends in one DataError naming the file, within bounded memory.
 """
@@ -87,3 +87,56 @@ def test_valid_files_still_read(tmp_path: Path) -> None:
     write_points(tmp_path / "ok.pcd", pts, ("x", "y", "z", "intensity"))
     got, cols = read_points(tmp_path / "ok.pcd")
     assert cols == ("x", "y", "z", "intensity") and np.array_equal(got, pts)
+
+
+def test_a_ply_file_cut_inside_its_header_is_one_line_not_a_crash(tmp_path) -> None:
+    """The fuzz suite's first PLY finding: a file cut after ``comment`` crashed the process
+    (a segmentation fault in open3d's reader). Read in a child process, so a crash fails the test
+    instead of ending the run."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "cut.ply"
+    path.write_bytes(b"ply\nformat binary_little_endian 1.0\ncomment")
+    code = (
+        "import sys\nfrom drivetl.data.formats.pointfile import read_points\n"
+        "from drivetl.errors import DataError\n"
+        "try:\n    read_points(sys.argv[1])\nexcept DataError as exc:\n    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == f"{path}: PLY header has no end_header line in its first 65536 bytes"
+
+
+@pytest.mark.parametrize(
+    ("header", "match"),
+    [
+        (b"element vertex 1099511627776\nproperty float x\nproperty float y\n", "truncated"),
+        (b"element vertex 2\nproperty list uchar int x\n", "list properties"),
+        (b"element vertex 2\nproperty float x\nproperty float x\n", "names a property twice"),
+        (b"element vertex 2\nproperty quad x\n", "not a property of a known type"),
+        (b"element vertex -2\n", "not a PLY header line"),
+    ],
+    ids=["count_past_the_body", "list_property", "twice", "unknown_type", "negative_count"],
+)
+def test_damaged_ply_headers(tmp_path, header: bytes, match: str) -> None:
+    path = tmp_path / "x.ply"
+    path.write_bytes(b"ply\nformat binary_little_endian 1.0\n" + header + b"end_header\n" + b"\0" * 24)
+    _read_bounded(path, match)
+
+
+def test_ply_ascii_and_big_endian_read_like_the_binary_file(tmp_path) -> None:
+    pts = np.array([[1.0, 2.0, 3.0, 10.0], [4.0, 5.0, 6.0, 20.0]], np.float32)
+    head = "element face 1\nproperty uchar n\nelement vertex 2\n" + "".join(
+        f"property float {c}\n" for c in ("x", "y", "z", "intensity")
+    )
+    ascii_path, big_path = tmp_path / "a.ply", tmp_path / "b.ply"
+    ascii_path.write_bytes(
+        f"ply\nformat ascii 1.0\n{head}end_header\n7\n1 2 3 10\n4 5 6 20\n".encode()
+    )
+    big_head = f"ply\nformat binary_big_endian 1.0\n{head}end_header\n".encode()
+    big_path.write_bytes(big_head + b"\x07" + pts.astype(">f4").tobytes())
+    for path in (ascii_path, big_path):
+        back, cols = read_points(path)
+        assert cols == ("x", "y", "z", "intensity")
+        np.testing.assert_array_equal(back, pts)

@@ -132,3 +132,15 @@ def test_sections_must_be_objects(team: Path, key: str) -> None:
     if key == "labels":
         with pytest.raises(DataError, match="labels must be a JSON object"):
             TeamReader(team).check_labels()
+
+
+def test_a_nul_byte_in_a_file_name_is_refused(team: Path) -> None:
+    """A NUL byte in a path the frame file names: Python's path functions raised ValueError."""
+
+    def nul(doc):
+        next(iter(doc["lidars"].values()))["file"] = "lidar/TOP/a\x00.pcd"
+
+    frame = _edit_frame(team, nul)
+    with pytest.raises(DataError, match="holds a NUL byte") as info:
+        TeamReader(team)[0]
+    assert frame.name in str(info.value)

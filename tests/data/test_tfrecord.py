@@ -92,3 +92,24 @@ def test_flipped_length_byte_stops_the_file(tmp_path) -> None:
 def test_missing_file(tmp_path) -> None:
     with pytest.raises(DataError, match="no such TFRecord file"):
         TFRecordReader(tmp_path / "nope.tfrecord")
+
+
+def test_a_length_past_the_end_of_the_file_is_refused_before_reading(tmp_path) -> None:
+    """A header declaring 1 GiB (with a valid length CRC) in a 200-byte file: refused as truncated
+    without reserving the gigabyte (a buffered read(n) allocates n bytes first)."""
+    import tracemalloc
+
+    length = struct.pack("<Q", 1 << 30)
+    path = tmp_path / "big.tfrecord"
+    path.write_bytes(length + struct.pack("<I", masked_crc32c(length)) + b"x" * 188)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"big.tfrecord: record 0 at byte offset 0: truncated record"):
+            list(read_records(path))
+        with pytest.raises(DataError, match="record 0 at byte offset 0"):
+            TFRecordReader(path).read_at(0, 0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
+    assert list(read_records(path, skip_corrupt=True)) == []

@@ -204,3 +204,20 @@ def test_skip_corrupt_counts_damaged_frames(tmp_path) -> None:
     _rewrite(path, table, one_row_group_per_frame=False)
     reader = WaymoV2Reader(root, skip_corrupt=True)
     assert [f.key.timestamp_us for f in reader] == [T0, T0 + 2 * DT] and reader.skipped == 1
+
+
+def test_a_damaged_data_page_is_one_line(tmp_path) -> None:
+    """Bytes overwritten in the first data page of the camera calibration file (its footer intact):
+    pyarrow's OSError while reading the rows used to escape."""
+    from drivetl.data.formats.waymo import WaymoV2RecordIndex
+
+    root = _dataset(tmp_path, frames=2)
+    path = root / S.CAMERA_CALIBRATION / "seg.parquet"
+    raw = bytearray(path.read_bytes())
+    raw[4:40] = b"\xff" * 36  # after the leading magic: the first page header
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError) as info:
+        WaymoV2RecordIndex(root)[0]
+    text = _one_line(info)
+    assert f"{path}: component {S.CAMERA_CALIBRATION}, segment seg" in text, text
+    assert "unreadable rows" in text, text

@@ -16,6 +16,8 @@ def contained_path(root: Path, value: Any, where: str, what: str) -> Path:
     """
     if not isinstance(value, str) or not value:
         raise DataError(f"{where}: {what} must be a path relative to the folder, got {short_repr(value)}")
+    if "\x00" in value:
+        raise DataError(f"{where}: {what} {short_repr(value)} holds a NUL byte; it names no file")
     parts = Path(value).parts
     if Path(value).is_absolute() or ".." in parts or "\\" in value:
         raise DataError(

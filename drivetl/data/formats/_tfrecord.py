@@ -99,7 +99,17 @@ class TFRecordReader:
         return length
 
     def _body(self, f: BinaryIO, index: int, offset: int, length: int) -> bytes | None:
-        """The record's data after its header, CRC-checked; None when skipped."""
+        """The record's data after its header, CRC-checked; None when skipped. A length the rest of
+        the file cannot hold is refused before anything is read (``read(n)`` reserves n bytes)."""
+        left = os.fstat(f.fileno()).st_size - f.tell()
+        if length + 4 > left:
+            self._fail(
+                index,
+                offset,
+                f"truncated record (expected {length} data bytes + 4 CRC bytes, file ends after "
+                f"{max(left, 0)})",
+            )
+            return None
         data = f.read(length)
         footer = f.read(4)
         if len(data) < length or len(footer) < 4:

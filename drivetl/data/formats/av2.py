@@ -40,7 +40,7 @@ from drivetl.calib import (
 from drivetl.calib.beams import beams_from_rings, estimate_columns
 from drivetl.data.formats.team._layout import wrap_angle
 from drivetl.data.records import Boxes, CameraImage, FrameKey, FrameRecord, LidarPoints
-from drivetl.errors import DataError
+from drivetl.errors import DataError, short_repr
 
 #: AV2 category -> canonical class; None = skipped (counted). Unridden bicycles and motorcycles are
 #: objects, not cyclists.
@@ -94,12 +94,12 @@ def read_feather(path: Path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: not found; an Argoverse 2 log needs it")
     try:
         table = feather.read_table(path)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise DataError(f"{path}: not a readable feather file ({exc})") from exc
-    missing = [c for c in columns if c not in table.column_names]
-    if missing:
-        raise DataError(f"{path}: columns {missing} missing (has {table.column_names[:12]})")
-    return {c: table.column(c).to_numpy(zero_copy_only=False) for c in columns}
+        missing = [c for c in columns if c not in table.column_names]
+        if missing:
+            raise DataError(f"{path}: columns {missing} missing (has {short_repr(table.column_names)})")
+        return {c: table.column(c).to_numpy(zero_copy_only=False) for c in columns}
+    except (OSError, pa.ArrowException) as exc:  # ArrowMemoryError too: a damaged declared size
+        raise DataError(f"{path}: not a readable feather file ({short_repr(str(exc), 120)})") from None
 
 
 def _poses(cols: dict[str, np.ndarray], where: str) -> np.ndarray:
@@ -264,8 +264,8 @@ class Av2Log:
         for cname, stamps in self._images.items():
             near = _nearest(stamps, ts, int(tolerance_s * 1e9))
             if near is not None:
-                data = (self.root / "sensors" / "cameras" / cname / f"{near}.jpg").read_bytes()
-                cameras[cname] = CameraImage(cname, data, "jpeg")
+                path = self.root / "sensors" / "cameras" / cname / f"{near}.jpg"
+                cameras[cname] = CameraImage(cname, path.read_bytes(), "jpeg", str(path))
         boxes, _, skipped = self.boxes(ts)
         pose = np.eye(4)
         if self._poses is not None:

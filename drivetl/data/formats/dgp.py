@@ -30,6 +30,12 @@ from drivetl.calib import CameraModel, IntensityEncoding, LidarModel, SensorRig
 from drivetl.calib.beams import estimate_beams
 from drivetl.calib.camera import OPTICAL_FROM_CAMERA
 from drivetl.calib.se3 import make_transform, rotation_from_quaternion_wxyz
+from drivetl.data.formats._dgp_schema import (
+    check_annotations,
+    check_calibration,
+    check_ontology,
+    check_scene,
+)
 from drivetl.data.formats._paths import contained_path
 from drivetl.data.formats.pointfile import read_points
 from drivetl.data.formats.team._layout import transform_boxes, wrap_angle
@@ -62,7 +68,7 @@ def _pose(d: Mapping[str, Any], where: str) -> np.ndarray:
         r, t = d["rotation"], d["translation"]
         q = np.array([r["qw"], r["qx"], r["qy"], r["qz"]], dtype=np.float64)
         trans = np.array([t["x"], t["y"], t["z"]], dtype=np.float64)
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise RigError(
             f"{where}: needs rotation {{qw,qx,qy,qz}} and translation {{x,y,z}} ({exc!r} missing)"
         ) from None
@@ -102,7 +108,7 @@ class DgpScene:
     def __init__(self, src: str | os.PathLike, classes: Mapping[str, str | None] | None = None) -> None:
         self.src = Path(src)
         self.scene_path = find_scene_json(self.src)
-        self.scene = _load_json(self.scene_path)
+        self.scene = check_scene(_load_json(self.scene_path), str(self.scene_path))
         self.datums = {d["key"]: d for d in self.scene.get("data", [])}
         self.classes = dict(DGP_CLASSES if classes is None else classes)
         self.segment = re.sub(r"[^A-Za-z0-9_.\-]", "_", self.src.name) or "dgp"
@@ -111,11 +117,10 @@ class DgpScene:
 
     def _ontology(self) -> dict[int, str]:
         out: dict[int, str] = {}
-        for key in set((self.scene.get("ontologies") or {}).values()):
-            path = self.src / "ontology" / f"{key}.json"
+        for key in sorted(set((self.scene.get("ontologies") or {}).values())):
+            path = self._file(f"ontology/{key}.json", "ontologies")
             if path.is_file():
-                for item in _load_json(path).get("items", []):
-                    out[int(item["id"])] = str(item["name"])
+                out.update(check_ontology(_load_json(path), str(path)))
         return out
 
     def samples(self) -> list[dict[str, Any]]:
@@ -152,11 +157,9 @@ class DgpScene:
         return self._rigs[key]
 
     def _build_rig(self, calib_key: str, sample: Mapping[str, Any]) -> SensorRig:
-        path = self.src / "calibration" / f"{calib_key}.json"
-        cal = _load_json(path)
-        names = cal.get("names", [])
-        if len(cal.get("extrinsics", [])) != len(names) or len(cal.get("intrinsics", [])) != len(names):
-            raise RigError(f"{path}: names, extrinsics and intrinsics must have one entry per sensor")
+        path = self._file(f"calibration/{calib_key}.json", "samples[].calibration_key")
+        cal = check_calibration(_load_json(path), str(path))
+        names = cal["names"]
         datums = self.sample_datums(sample)
         lidars, cameras = [], []
         for i, name in enumerate(names):
@@ -246,15 +249,17 @@ class DgpScene:
                     data = path.read_bytes()
                 except OSError as exc:
                     raise DataError(f"{path}: unreadable image ({exc})") from exc
-                cameras[name] = CameraImage(name, data, "png" if path.suffix.lower() == ".png" else "jpeg")
+                cameras[name] = CameraImage(
+                    name, data, "png" if path.suffix.lower() == ".png" else "jpeg", str(path)
+                )
         boxes = _concat(all_boxes)
         key = FrameKey(self.segment, _timestamp_us(sample["id"]["timestamp"], str(self.scene_path)))
         return FrameRecord(key, rig, lidars, cameras, boxes, world_from_vehicle), skipped
 
     def _boxes(self, path: Path, vehicle_from_frame: np.ndarray) -> tuple[Boxes, dict[str, int]]:
-        doc = _load_json(path)
+        annotations = check_annotations(_load_json(path), str(path))
         rows, classes, ids, npts, skipped = [], [], [], [], {}
-        for i, ann in enumerate(doc.get("annotations", [])):
+        for i, ann in enumerate(annotations):
             cid = int(ann["class_id"])
             name = self.ontology.get(cid)
             if name is None:

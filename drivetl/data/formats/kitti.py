@@ -153,7 +153,7 @@ def read_kitti_frame(
     image_size = None
     if image_path.is_file():
         data = image_path.read_bytes()
-        img = CameraImage(CAMERA_NAME, data, "png")
+        img = CameraImage(CAMERA_NAME, data, "png", str(image_path))
         try:
             image_size = img.size()
         except OSError as exc:

@@ -2,8 +2,9 @@
 
 Every reader returns `(points, columns)`: `points` is (N, C) float32, `columns` names each column
 (e.g. ``("x", "y", "z", "intensity")``). PCD (ascii, binary and binary_compressed) is parsed here
-in numpy, so named columns such as intensity survive; PLY goes through open3d (imported lazily) and
-keeps every per-point attribute open3d's tensor API exposes. A `.bin` file has no header: its column
+in numpy, so named columns such as intensity survive; PLY (ascii and binary) is parsed in numpy too
+(`_ply`: the vertex element's scalar properties, in file order) and written through open3d
+(imported lazily). A `.bin` file has no header: its column
 layout and dtype are declared by the caller (KITTI: float32 x, y, z, reflectance). `.npy` holds the
 array alone (columns declared by the caller); `.npz` holds it under key ``points`` (or ``data``, as in
 TRI's DGP) with an optional ``columns`` string array.
@@ -386,20 +387,9 @@ def _read_npz(path: Path, columns: Sequence[str] | None) -> tuple[np.ndarray, tu
 
 
 def _read_ply(path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
-    import open3d as o3d
+    from drivetl.data.formats._ply import read_ply
 
-    pcd = o3d.t.io.read_point_cloud(str(path))
-    if "positions" not in pcd.point:
-        raise DataError(f"{path}: PLY file has no vertex positions (unreadable or empty)")
-    cols = [pcd.point["positions"].numpy().astype(np.float64)]
-    names = ["x", "y", "z"]
-    for key in sorted(pcd.point):
-        if key == "positions":
-            continue
-        arr = pcd.point[key].numpy().astype(np.float64).reshape(len(cols[0]), -1)
-        cols.append(arr)
-        names.extend([key] if arr.shape[1] == 1 else [f"{key}_{i}" for i in range(arr.shape[1])])
-    return np.concatenate(cols, axis=1), tuple(names)
+    return read_ply(path)
 
 
 def _write_ply(path: Path, points: np.ndarray, columns: tuple[str, ...]) -> None:

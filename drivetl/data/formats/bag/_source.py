@@ -15,6 +15,7 @@ a ROS 2 bag without them falls back to rosbags' built-in ROS 2 types. Type names
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -77,6 +78,28 @@ def _register(typestore: Any, definitions: Iterable[tuple[str, str, str]], where
     typestore.register({k: v for k, v in types.items() if k not in known})
 
 
+class _BoundedFile(io.BufferedReader):
+    """A log file whose ``read(n)`` asks for at most the bytes left in it. Python's buffered
+    ``read(n)`` reserves n bytes before reading, and the log readers pass lengths read from the file
+    as they are: a damaged 4- or 8-byte length in a small file would reserve gigabytes."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__(io.FileIO(os.fspath(path), "rb"))
+        self._size = os.fstat(self.fileno()).st_size
+
+    def read(self, size: int | None = -1) -> bytes:  # noqa: D102 - io.BufferedReader.read, bounded
+        if size is not None and size > 0:
+            size = min(size, max(0, self._size - self.tell()))
+        return super().read(size)
+
+
+class _BoundedPath(type(Path())):  # type: ignore[misc]
+    """A path whose binary `open` is a `_BoundedFile` (rosbags' ROS 1 reader opens its `path` itself)."""
+
+    def open(self, mode: str = "r", *args: Any, **kwargs: Any) -> Any:  # noqa: D102 - Path.open, bounded
+        return _BoundedFile(self) if mode == "rb" else super().open(mode, *args, **kwargs)
+
+
 class LogReader:
     """A log opened for reading: `topics` (topic -> type) and `messages(topics)`; a context manager."""
 
@@ -121,6 +144,8 @@ class LogReader:
             else:
                 from rosbags.rosbag2 import Reader
             self._reader = Reader(self.path)
+            if self.kind == "ros1":
+                self._reader.path = _BoundedPath(self.path)
             self._reader.open()
             store = get_typestore(Stores.EMPTY if self.kind == "ros1" else Stores.LATEST)
             defs = []
@@ -135,7 +160,7 @@ class LogReader:
             return
         from mcap.reader import make_reader
 
-        self._file = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+        self._file = _BoundedFile(self.path)
         self._reader = make_reader(self._file)
         summary = self._reader.get_summary()
         if summary is None:

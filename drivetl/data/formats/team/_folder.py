@@ -287,7 +287,7 @@ class TeamReader:
         suffix = file.suffix.lower()
         if suffix not in (".jpg", ".jpeg", ".png"):
             raise DataError(f"{file}: camera images must be .jpg or .png")
-        return CameraImage(name, file.read_bytes(), "png" if suffix == ".png" else "jpeg")
+        return CameraImage(name, file.read_bytes(), "png" if suffix == ".png" else "jpeg", str(file))
 
     def _sensor_lookup(self, kind: str, name: str, rel: Path):
         try:

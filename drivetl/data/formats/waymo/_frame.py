@@ -223,7 +223,7 @@ class WaymoFrame(BaseWaymoFrame):
         """Camera name -> `CameraImage` (JPEG bytes, decoded lazily), in the frame's order."""
         return {
             camera_name(int(im.name), self.where): CameraImage(
-                camera_name(int(im.name), self.where), bytes(im.image), "jpeg"
+                camera_name(int(im.name), self.where), bytes(im.image), "jpeg", self.where
             )
             for im in self.proto.images
         }

@@ -87,7 +87,8 @@ class ComponentFile:
         else:  # no statistics: read the timestamp column once (key column only)
             self.exact = {}
             for rg in range(meta.num_row_groups):
-                ts = pf.read_row_group(rg, columns=[S.TIMESTAMP], use_threads=False).column(0)
+                ts = self.rows(lambda g=rg: pf.read_row_group(g, columns=[S.TIMESTAMP], use_threads=False))
+                ts = ts.column(0)
                 for t in np.unique(ts.to_numpy()):
                     self.exact.setdefault(int(t), []).append(rg)
 
@@ -97,7 +98,8 @@ class ComponentFile:
         if self.exact is not None:
             return sorted(self.exact)
         rgs = [rg for _, _, rg in self.ranges]
-        table = self.parquet().read_row_groups(rgs, columns=[S.TIMESTAMP], use_threads=False)
+        pf = self.parquet()
+        table = self.rows(lambda: pf.read_row_groups(rgs, columns=[S.TIMESTAMP], use_threads=False))
         return sorted(int(t) for t in np.unique(table.column(0).to_numpy()))
 
     def row_groups(self, timestamp: int) -> list[int]:
@@ -107,6 +109,18 @@ class ComponentFile:
         return [rg for lo, hi, rg in self.ranges if lo <= timestamp <= hi]
 
     # ------------------------------------------------------------------ reading
+    def rows(self, read: Any, frame: int | None = None):  # -> pyarrow.Table
+        """`read()` (a pyarrow read of this file), a damaged page or footer as one DataError."""
+        import pyarrow as pa
+
+        try:
+            return read()
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(
+                f"{self.label(frame)}: unreadable rows ({short_repr(str(exc), 120)}); the file is "
+                "damaged: re-copy it"
+            ) from None
+
     def _check_columns(self, pf, names: list[str], frame: int | None) -> None:
         schema = pf.schema_arrow
         known = S.COLUMNS[self.component]
@@ -138,7 +152,7 @@ class ComponentFile:
         self._check_columns(pf, names, timestamp)
         rgs = self.row_groups(timestamp)
         if rgs:
-            table = pf.read_row_groups(rgs, columns=names, use_threads=False)
+            table = self.rows(lambda: pf.read_row_groups(rgs, columns=names, use_threads=False), timestamp)
             if self.exact is None:
                 table = table.filter(pc.equal(table.column(S.TIMESTAMP), int(timestamp)))
         else:
@@ -153,7 +167,7 @@ class ComponentFile:
         pf = self.parquet()
         names = list(dict.fromkeys([S.SEGMENT, *columns]))
         self._check_columns(pf, names, None)
-        table = pf.read(columns=names, use_threads=False)
+        table = self.rows(lambda: pf.read(columns=names, use_threads=False))
         self._check_segment(table, None)
         return table
 
