@@ -495,6 +495,31 @@ def _write_files(root: Path, files: dict[str, bytes]) -> None:
         (root / rel).write_bytes(data)
 
 
+def _fuzz_folder(root: Path, files: dict[str, bytes], read, seed_result: int, json_names=()) -> None:
+    """Fuzz a reader of a folder of files: the seed `files` (path in `root`: bytes) read whole to
+    `seed_result`, then each case replaces one file with a mutated copy (one value replaced, for the
+    JSON files named in `json_names`) and runs `read()` under `_check`; the seed is written back
+    after each case."""
+    _write_files(root, files)
+    assert read() == seed_result  # the seed reads whole
+    size = sum(len(b) for b in files.values())
+
+    @FUZZ
+    @given(data=st.data())
+    def check(data) -> None:
+        name = data.draw(st.sampled_from(sorted(files)))
+        edit = mutated(files[name])
+        if name in json_names:
+            edit = edit | json_mutated(files[name])
+        _write_files(root, {name: data.draw(edit)})
+        try:
+            _check(read, size=size)
+        finally:
+            _write_files(root, {name: files[name]})
+
+    check()
+
+
 def test_argoverse2_logs(tmp_path_factory) -> None:
     from drivetl.data.formats.av2 import Av2Log
 
@@ -505,18 +530,7 @@ def test_argoverse2_logs(tmp_path_factory) -> None:
         log = Av2Log(root)
         return sum(len(log.read(ts)[0].boxes) for ts in log.sweeps)
 
-    _write_files(root, files)
-    assert read() == 2  # the seed reads whole
-
-    @FUZZ
-    @given(data=st.data())
-    def check(data) -> None:
-        name = data.draw(st.sampled_from(sorted(files)))
-        blob = data.draw(mutated(files[name]))
-        _write_files(root, {**files, name: blob})
-        _check(read, size=sum(len(b) for b in files.values()))
-
-    check()
+    _fuzz_folder(root, files, read, 2)
 
 
 # ------------------------------------------------------------------------------------- TRI DGP
@@ -535,20 +549,8 @@ def test_dgp_scenes(tmp_path_factory, dgp_scene_files) -> None:
         shutil.rmtree(work / "out", ignore_errors=True)
         return int(import_dgp(work / "scene", work / "out")["boxes"])
 
-    _write_files(work / "scene", files)
-    assert read() == 2  # the seed imports whole
-    texts = sorted(k for k in files if k.endswith(".json"))
-
-    @FUZZ
-    @given(data=st.data())
-    def check(data) -> None:
-        name = data.draw(st.sampled_from(sorted(files)))
-        edit = mutated(files[name]) | json_mutated(files[name]) if name in texts else mutated(files[name])
-        blob = data.draw(edit)
-        _write_files(work / "scene", {**files, name: blob})
-        _check(read, size=sum(len(b) for b in files.values()))
-
-    check()
+    texts = [k for k in files if k.endswith(".json")]
+    _fuzz_folder(work / "scene", files, read, 2, json_names=texts)
 
 
 # ------------------------------------------------------------------------------- Waymo v2 Parquet
@@ -572,20 +574,7 @@ def test_waymo_v2_folders(tmp_path_factory) -> None:
         index = WaymoV2RecordIndex(root)
         return sum(len(index[i].lidars) > 0 for i in range(len(index)))
 
-    assert read() == 2  # the seed reads whole
-
-    @FUZZ
-    @given(data=st.data())
-    def check(data) -> None:
-        name = data.draw(st.sampled_from(sorted(files)))
-        blob = data.draw(mutated(files[name]))
-        _write_files(root, {**files, name: blob})
-        try:
-            _check(read, size=sum(len(b) for b in files.values()))
-        finally:
-            _write_files(root, files)
-
-    check()
+    _fuzz_folder(root, files, read, 2)
 
 
 # ---------------------------------------------------------------------------------------- slow run
