@@ -9,7 +9,7 @@ DESCRIPTION = (
     "Run the whole chain on simulated data: a Waymo-format source set and a fleet set from a different "
     "rig (fleet_xt32), supervised pretraining on the source, LoRA adapters fine-tuned on 10%% of the fleet "
     "labels, the same recipe from scratch, and an evaluation of scratch, source-only and adapted on held-out "
-    "fleet streets. About seven minutes on two quiet CPU cores at --scale 1; stages already done are "
+    "fleet streets. About nine minutes on two quiet CPU cores at --scale 1; stages already done are "
     "skipped, so an interrupted demo resumes. --modality fusion keeps a front camera on both rigs (the "
     "fleet's with other intrinsics, distortion and mounting), also pretrains and adapts a LiDAR + camera "
     "detector, and reports LiDAR-only against fusion with the fusion health; in a folder where the "

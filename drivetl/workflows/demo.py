@@ -25,7 +25,7 @@ LiDAR demo folder are reused; a data stage whose record names another plan (anot
 seed...) clears its folder before simulating, so frames of two plans never mix.
 
 `DemoPlan.for_scale` sizes everything from one knob: frames and training steps grow linearly with
-the scale. Scale 1 stays under ten minutes on a two-core CPU (about six at a load of 2), nearly all
+the scale. Scale 1 stays under ten minutes on a quiet two-core CPU (about eight), nearly all
 of it training (a 3D AP at Waymo's IoU thresholds needs boxes tight in size, heading and height, which the
 first hundred steps do not give): pretraining, then fine-tuning adapted and from scratch with the
 same number of steps. Every stage prints its wall time and CPU seconds, and the run starts with the
@@ -69,10 +69,11 @@ MODALITIES: tuple[str, ...] = ("lidar", "fusion")
 #: 144 x 96 (the fusion model's input size), fleet_xt32's 1920 x 1080 becomes 144 x 81
 CAMERA_SCALE = 0.075
 SEGMENT = 10  # frames per simulated street
-#: training steps at scale 1 (batch 4); measured on a quiet two-core CPU (seed 0): pretraining 281 s,
-#: adapted and from-scratch fine-tuning 58 s and 61 s, the whole demo 412 s (789 CPU seconds)
+#: training steps at scale 1 (batch 4); measured on a quiet two-core CPU (seed 0): pretraining 223 s,
+#: adapted and from-scratch fine-tuning 105 s and 115 s, the whole demo 453 s (864 CPU seconds).
+#: 800 fine-tuning steps rather than 400: the learning curve (docs/demo) still rises between them
 PRETRAIN_STEPS = 1000
-FINETUNE_STEPS = 400
+FINETUNE_STEPS = 800
 
 
 @dataclass(frozen=True)
