@@ -16,7 +16,8 @@ from drivetl.calib import load_rig, rig_from_dict, rig_to_dict
 from drivetl.cli import main
 from drivetl.data.formats.team._example import write_example_team
 from drivetl.models.adapters import read_adapter_metadata
-from drivetl.train.pretrain import PretrainModule
+
+from .conftest import TINY_DETECTOR, save_pretrained
 
 # The tiny model gains nothing from intra-op threads (see conftest.one_thread).
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -26,26 +27,6 @@ STAT_KEY = r"model\.lidar\.backbone\.stages\.0\.(stage\.)?0\.bn2\.(norms\.target
 CONFIGS = sorted((ROOT / "configs" / "finetune").glob("*.yaml"))
 BASE = ROOT / "configs" / "finetune" / "base.yaml"
 
-TINY_DETECTOR = {
-    "class_path": "drivetl.models.BEVDetector",
-    "init_args": {
-        "classes": ["vehicle", "pedestrian", "cyclist", "sign"],
-        "head_channels": 8,
-        "lidar": {
-            "class_path": "drivetl.models.LidarEncoder",
-            "init_args": {
-                "voxel_size": [1.6, 1.6, 6.0],
-                "point_range": [-25.6, -25.6, -1.0, 25.6, 25.6, 5.0],
-                "pfn_channels": [8],
-                "widths": [8, 16],
-                "depths": [1, 1],
-                "strides": [1, 2],
-                "out_channels": 8,
-                "out_stride": 2,
-            },
-        },
-    },
-}
 
 
 def small_fleet_rig():
@@ -58,22 +39,6 @@ def small_fleet_rig():
     return rig_from_dict(d, "small fleet_xt32")
 
 
-def save_pretrained(path: Path, detector: dict = TINY_DETECTOR, seed: int = 0, camera: bool = False) -> Path:
-    """A pretraining checkpoint written as Lightning would (state dict + hparams + on_save_checkpoint)."""
-    torch.manual_seed(seed)
-    module = PretrainModule(detector, objectives={"detection": 1.0, "occupancy": 0.5})
-    module._seen.update(columns=["x", "y", "z", "intensity"], rigs={"waymo_like"})
-    if camera:
-        module._seen.update(camera_names=["FRONT", "FRONT_LEFT"], image_size=[48, 64])
-    ckpt = {
-        "state_dict": module.state_dict(),
-        "hyper_parameters": dict(module.hparams),
-        "epoch": 0,
-        "global_step": 0,
-    }
-    module.on_save_checkpoint(ckpt)
-    torch.save(ckpt, path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ from drivetl.data.formats.team._example import write_example_team
 from drivetl.train._resume import AtomicCheckpointIO, random_state, set_random_state
 from drivetl.train.cli import FinetuneCLI, PretrainCLI
 from drivetl.train.finetune import TEACHER_KEY
-from drivetl.train.pretrain import PretrainModule
+
+from .conftest import save_pretrained
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -255,39 +256,14 @@ def test_resumed_pretraining_ends_with_the_uninterrupted_runs_weights(
     _assert_same_weights(_weights(tmp_path / "whole"), _weights(tmp_path / "killed"))
 
 
-TINY_DETECTOR = {
-    "class_path": "drivetl.models.BEVDetector",
-    "init_args": {
-        "classes": ["vehicle", "pedestrian", "cyclist", "sign"],
-        "head_channels": 8,
-        "lidar": {
-            "class_path": "drivetl.models.LidarEncoder",
-            "init_args": {
-                "voxel_size": [1.6, 1.6, 6.0],
-                "point_range": [-25.6, -25.6, -1.0, 25.6, 25.6, 5.0],
-                "pfn_channels": [8],
-                "widths": [8, 16],
-                "depths": [1, 1],
-                "strides": [1, 2],
-                "out_channels": 8,
-                "out_stride": 2,
-            },
-        },
-    },
-}
 
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory) -> Path:
     """A tiny pretraining checkpoint, written as Lightning writes one (weights + drivetl metadata)."""
-    torch.manual_seed(0)
-    module = PretrainModule(TINY_DETECTOR, objectives={"detection": 1.0})
-    module._seen.update(columns=["x", "y", "z", "intensity"], rigs={"fleet_xt32"})
-    ckpt = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "global_step": 0}
-    module.on_save_checkpoint(ckpt)
-    path = tmp_path_factory.mktemp("pre") / "pretrain.ckpt"
-    torch.save(ckpt, path)
-    return path
+    return save_pretrained(
+        tmp_path_factory.mktemp("pre") / "pretrain.ckpt", objectives={"detection": 1.0}, rig="fleet_xt32"
+    )
 
 
 def _finetune(pretrained: Path, fleet: Path, run: Path, steps: int, *extra: str) -> int:
