@@ -33,6 +33,7 @@ from drivetl.models.adapters import (
     StageWithFiLM,
     merge_lora,
 )
+from drivetl.models.lidar import height_stats
 
 __all__ = ["ChannelAffine", "PillarGraph", "adapter_leftovers", "fold_batchnorm", "plain_detector"]
 
@@ -160,7 +161,9 @@ class PillarGraph(nn.Module):
 
     Each pillar-net layer runs per point (Linear with its BatchNorm folded, ReLU); the pillar max is a
     scatter-max into a zero (P, C) tensor, exact because every value after the ReLU is >= 0 and every
-    pillar has a point. Memory grows with N x C, never with P x (largest pillar).
+    pillar has a point. Memory grows with N x C, never with P x (largest pillar). An encoder with
+    `height_features` appends each pillar's highest and lowest z and log point count, computed by the
+    same `height_stats` as the torch model from the features' z column.
     """
 
     def __init__(self, plain: nn.Module):
@@ -176,6 +179,8 @@ class PillarGraph(nn.Module):
         nx, ny, _ = lidar.grid.grid_shape
         self.nx, self.ny = int(nx), int(ny)
         self.channels = int(lidar.pfn.out_channels)
+        self.height_features = bool(getattr(lidar, "height_features", False))
+        self.z_range = (float(lidar.grid.point_range[2]), float(lidar.grid.point_range[5]))
 
     def forward(
         self, features: torch.Tensor, pillar_index: torch.Tensor, coords: torch.Tensor
@@ -190,6 +195,9 @@ class PillarGraph(nn.Module):
             pooled = x.new_zeros((p, width)).scatter_reduce(0, index, x, "amax", include_self=True)
             if i + 1 < len(self.layers):
                 x = torch.cat([x, pooled[pillar_index]], 1)
+        if self.height_features:
+            # features column 2 is the point's z (`_pillar_input`)
+            pooled = torch.cat([pooled, height_stats(features[:, 2], pillar_index, p, self.z_range)], 1)
         cell = coords[:, 0] * self.nx + coords[:, 1]
         canvas = pooled.new_zeros((self.ny * self.nx, pooled.shape[1])).index_copy(0, cell, pooled)
         canvas = canvas.view(1, self.ny, self.nx, -1).permute(0, 3, 1, 2).contiguous()

@@ -124,3 +124,39 @@ def test_bad_grid_is_rejected() -> None:
         _encoder(voxel_size=(0.5, 0.5, 1.0))
     with pytest.raises(ValueError, match="out_stride"):
         _encoder(out_stride=3)
+
+
+def test_height_stats_are_each_pillars_extremes_and_count() -> None:
+    from drivetl.models.lidar import HEIGHT_STATS, height_stats
+
+    z = torch.tensor([0.5, 1.5, -0.8, 2.9, 0.2])
+    index = torch.tensor([0, 0, 1, 2, 2])
+    stats = height_stats(z, index, 3, (-1.0, 3.0))
+    assert HEIGHT_STATS == ("z_max", "z_min", "log1p_count") and stats.shape == (3, 3)
+    torch.testing.assert_close(stats[:, 0], torch.tensor([1.5, -0.8, 2.9]))
+    torch.testing.assert_close(stats[:, 1], torch.tensor([0.5, -0.8, 0.2]))
+    torch.testing.assert_close(stats[:, 2], torch.log1p(torch.tensor([2.0, 1.0, 2.0])))
+
+
+def test_height_features_reach_the_backbone() -> None:
+    cols = ("x", "y", "z", "intensity")
+    pts, off = _points()
+    enc = _encoder(height_features=True).eval()
+    assert enc.canvas_channels == enc.pfn.out_channels + 3
+    first = next(m for m in enc.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.in_channels == enc.canvas_channels
+    base = enc(pts, off, cols).bev
+    assert base.shape == (2, 8, 16, 16)
+    lowered = pts.clone()
+    lowered[1, 2] = 0.9  # the top point of the shared pillar: lower, still above the other one
+    for with_height in (True, False):
+        model = _encoder(height_features=with_height).eval()
+        # the pillar net blind to z (its z and z-offset weights zeroed): only the height channels see it
+        with torch.no_grad():
+            model.pfn.layers[0]["linear"].weight[:, [2, 6]] = 0
+        a, b = model(pts, off, cols).bev, model(lowered, off, cols).bev
+        assert torch.equal(a[1], b[1])
+        assert torch.allclose(a[0], b[0]) != with_height
+    # masking replaces the whole canvas vector, height channels included
+    torch.manual_seed(3)
+    assert enc(pts, off, cols, mask_ratio=0.5).mask.any()

@@ -204,3 +204,59 @@ def test_waymo_scale_architecture_exports_and_matches_torch_on_a_full_sweep() ->
         out = det(batch)
     assert np.abs(heat - out.heatmap.numpy()).max() <= 1e-4
     assert np.abs(reg - out.regression.numpy()).max() <= 1e-4
+
+
+def test_height_features_export_matches_torch() -> None:
+    """An encoder with `height_features`: the graph computes each pillar's z extremes and point count
+    from the features' z column (two more scatter-maxes, one scatter-add) and agrees with torch."""
+    import onnxruntime as ort
+
+    from drivetl.data.collate import collate
+    from drivetl.data.records import Boxes, FrameKey, Sample
+    from drivetl.models import instantiate
+    from drivetl.ops._synthetic import waymo_like_points
+    from drivetl.workflows._onnx_graph import PillarGraph, plain_detector
+    from drivetl.workflows._pillar_input import PillarSpec, make_pillars
+    from drivetl.workflows.export_onnx import _export_bytes
+
+    lidar = {
+        "voxel_size": [0.4, 0.4, 6.0],
+        "point_range": [-12.8, -12.8, -1.0, 12.8, 12.8, 5.0],
+        "pfn_channels": [8],
+        "widths": [8, 16],
+        "depths": [1, 1],
+        "strides": [2, 2],
+        "out_channels": 8,
+        "out_stride": 2,
+        "height_features": True,
+    }
+    spec = {
+        "class_path": "drivetl.models.BEVDetector",
+        "init_args": {
+            "classes": ["vehicle", "pedestrian"],
+            "head_channels": 8,
+            "occupancy_head": False,
+            "align_head": False,
+            "lidar": {"class_path": "drivetl.models.LidarEncoder", "init_args": lidar},
+        },
+    }
+    torch.manual_seed(0)
+    det = instantiate(spec).eval()
+    columns = ("x", "y", "z", "intensity")
+    points = waymo_like_points(20_000, seed=4).numpy()[:, :4]
+    lid = det.lidar
+    pspec = PillarSpec(lid.grid.voxel_size, lid.grid.point_range, columns, lid.pfn.use_elongation)
+    inputs = make_pillars(points, columns, pspec)
+    plain, _ = plain_detector(det)
+    proto = _export_bytes(PillarGraph(plain).eval(), tuple(torch.from_numpy(a) for a in inputs.arrays()), 18)
+    reductions = [a.s for n in proto.graph.node if n.op_type == "ScatterElements" for a in n.attribute]
+    assert reductions.count(b"max") == 3 and reductions.count(b"add") >= 1, reductions
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    heat, reg = session.run(["heatmap", "regression"], inputs.feeds())
+    batch = collate(
+        [Sample(FrameKey("f", 0), points, columns, Boxes.empty())], columns=columns, camera_names=()
+    )
+    with torch.no_grad():
+        out = det(batch)
+    assert np.abs(heat - out.heatmap.numpy()).max() <= 1e-4
+    assert np.abs(reg - out.regression.numpy()).max() <= 1e-4

@@ -9,7 +9,10 @@ from torch import nn
 
 from drivetl.ops import VoxelGrid, scatter_reduce, voxelize
 
-__all__ = ["Pillars", "PillarFeatureNet", "pillarize"]
+__all__ = ["HEIGHT_STATS", "Pillars", "PillarFeatureNet", "height_stats", "pillarize"]
+
+#: the per-pillar channels `height_stats` returns, in order
+HEIGHT_STATS = ("z_max", "z_min", "log1p_count")
 
 
 @dataclass(frozen=True)
@@ -100,3 +103,21 @@ class PillarFeatureNet(nn.Module):
             if i + 1 < len(self.layers):
                 x = torch.cat([x, pooled[idx]], 1)
         return pooled
+
+
+def height_stats(
+    z: torch.Tensor, index: torch.Tensor, num_pillars: int, z_range: tuple[float, float]
+) -> torch.Tensor:
+    """(P, 3) float32 per pillar: the highest and the lowest point's z (metres) and log(1 + points).
+
+    z: (N,) the z of the points inside the grid, index: (N,) their pillar. The extremes are taken as
+    scatter-maxes of ``z - z_min`` and ``z_max - z`` (both >= 0 inside the grid) into zeros, so the same
+    code runs in the torch model and in the exported graph (ONNX ``ScatterElements`` max and add).
+    """
+    lo, hi = float(z_range[0]), float(z_range[1])
+    z = z.float()
+    zeros = z.new_zeros(num_pillars)
+    top = zeros.scatter_reduce(0, index, z - lo, "amax", include_self=True) + lo
+    bottom = hi - zeros.scatter_reduce(0, index, hi - z, "amax", include_self=True)
+    count = zeros.scatter_add(0, index, torch.ones_like(z))
+    return torch.stack([top, bottom, torch.log1p(count)], 1)

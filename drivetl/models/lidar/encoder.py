@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from drivetl.models._blocks import FPNNeck, ResidualStages
-from drivetl.models.lidar._pillars import PillarFeatureNet, VoxelGrid, pillarize
+from drivetl.models.lidar._pillars import HEIGHT_STATS, PillarFeatureNet, VoxelGrid, height_stats, pillarize
 
 __all__ = ["LidarEncoder", "LidarOutputs"]
 
@@ -43,7 +43,9 @@ class LidarEncoder(nn.Module):
     voxel_size: (3,) metres, pillar size (z size = the full z extent). point_range: (6,) metres,
     ``x_min, y_min, z_min, x_max, y_max, z_max``. pfn_channels: pillar feature net widths.
     widths/depths/strides: the BEV backbone's stages. out_channels/out_stride: the FPN output
-    (stride in pillars, one of the cumulative backbone strides).
+    (stride in pillars, one of the cumulative backbone strides). height_features: each pillar's
+    highest and lowest point and its point count (`HEIGHT_STATS`) join the pillar net's features on
+    the BEV canvas, so the backbone sees roof and ground heights directly.
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class LidarEncoder(nn.Module):
         strides: Sequence[int] = (1, 2, 2),
         out_channels: int = 64,
         out_stride: int = 2,
+        height_features: bool = False,
     ):
         super().__init__()
         self.grid = VoxelGrid(tuple(voxel_size), tuple(point_range))
@@ -68,9 +71,12 @@ class LidarEncoder(nn.Module):
         if nx % out_stride or ny % out_stride:
             raise ValueError(f"grid {nx}x{ny} pillars is not divisible by out_stride {out_stride}")
         self.pfn = PillarFeatureNet(self.grid, tuple(pfn_channels), use_elongation)
-        self.backbone = ResidualStages(self.pfn.out_channels, widths, depths, strides)
+        self.height_features = bool(height_features)
+        #: channels of the BEV canvas: the pillar net's features (+ the height statistics)
+        self.canvas_channels = self.pfn.out_channels + (len(HEIGHT_STATS) if self.height_features else 0)
+        self.backbone = ResidualStages(self.canvas_channels, widths, depths, strides)
         self.neck = FPNNeck(self.backbone.widths, self.backbone.cumulative_strides, out_channels, out_stride)
-        self.mask_token = nn.Parameter(torch.zeros(self.pfn.out_channels))
+        self.mask_token = nn.Parameter(torch.zeros(self.canvas_channels))
         self.out_channels = out_channels
         self.out_stride = out_stride
 
@@ -111,6 +117,10 @@ class LidarEncoder(nn.Module):
         count.index_add_(0, pt_cell, torch.ones_like(pt_cell, dtype=torch.float32))
         zsum = torch.zeros_like(count).index_add_(0, pt_cell, points[keep, 2].float())
         mean_z = torch.where(count > 0, zsum / count.clamp(min=1), torch.zeros_like(zsum))
+        if self.height_features:
+            z_range = (self.grid.point_range[2], self.grid.point_range[5])
+            stats = height_stats(points[keep, 2], pidx, pillars.num_pillars, z_range)
+            feats = torch.cat([feats.float(), stats], 1)
 
         canvas = feats.new_zeros((b * ny * nx, feats.shape[1]))
         canvas = canvas.index_copy(0, (bi * ny + iy) * nx + ix, feats)
