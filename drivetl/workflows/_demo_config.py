@@ -6,7 +6,8 @@ so every number of the demo can be reproduced with ``drivetl pretrain``/``drivet
 
 Sizing for a 2-core CPU: a slim pillar detector over ±25.6 m (0.4 m pillars, 64 x 64 BEV head),
 classes vehicle and pedestrian, the detection objective only; the head regresses sizes relative to
-per-class prior sizes and classifies the front of each box (as the configs in configs/pretrain do).
+per-class prior sizes, classifies the front of each box, and its backbone sees each pillar's highest
+and lowest point (``height_features``), as the configs in configs/pretrain do.
 The source rig is the Waymo-like rig's 64-beam top LiDAR (same beams, mounting and intensity
 encoding, half the azimuth columns to halve the point count; no perimeter LiDARs, no cameras); the
 fleet rig is ``fleet_xt32``'s LiDAR (32 beams, mounted lower and pitched, uint8 intensity; no camera).
@@ -65,6 +66,7 @@ def detector_config() -> dict[str, Any]:
                     "point_range": [-25.6, -25.6, -1.0, 25.6, 25.6, 5.0],
                     "pfn_channels": [16],
                     "use_elongation": True,
+                    "height_features": True,
                     "widths": [16, 32, 48],
                     "depths": [1, 1, 1],
                     "strides": [2, 2, 2],
