@@ -25,7 +25,7 @@ LiDAR demo folder are reused; a data stage whose record names another plan (anot
 seed...) clears its folder before simulating, so frames of two plans never mix.
 
 `DemoPlan.for_scale` sizes everything from one knob: frames and training steps grow linearly with
-the scale. Scale 1 stays under ten minutes on a quiet two-core CPU (about eight), nearly all
+the scale. Scale 1 stays under ten minutes on a quiet two-core CPU (about nine), nearly all
 of it training (a 3D AP at Waymo's IoU thresholds needs boxes tight in size, heading and height, which the
 first hundred steps do not give): pretraining, then fine-tuning adapted and from scratch with the
 same number of steps. Every stage prints its wall time and CPU seconds, and the run starts with the
@@ -69,11 +69,12 @@ MODALITIES: tuple[str, ...] = ("lidar", "fusion")
 #: 144 x 96 (the fusion model's input size), fleet_xt32's 1920 x 1080 becomes 144 x 81
 CAMERA_SCALE = 0.075
 SEGMENT = 10  # frames per simulated street
-#: training steps at scale 1 (batch 4); measured on a quiet two-core CPU (seed 0): pretraining 223 s,
-#: adapted and from-scratch fine-tuning 105 s and 115 s, the whole demo 453 s (864 CPU seconds).
-#: 800 fine-tuning steps rather than 400: the learning curve (docs/demo) still rises between them
-PRETRAIN_STEPS = 1000
-FINETUNE_STEPS = 800
+#: training steps at scale 1 (batch 4), sized for about 10 minutes on a quiet two-core CPU: with
+#: height features, 1000 and 800 steps took 696 s there (pretraining 364 s, fine-tuning adapted and
+#: from scratch 155 s and 164 s, 1300 CPU seconds; load 0.23 at the start), so both were cut by a
+#: fifth: 554 s (pretraining 282 s, fine-tuning 123 s and 136 s, 1043 CPU seconds; load 0.41)
+PRETRAIN_STEPS = 800
+FINETUNE_STEPS = 640
 
 
 @dataclass(frozen=True)
