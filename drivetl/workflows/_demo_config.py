@@ -4,7 +4,8 @@ The configs are written into the demo folder (``configs/*.yaml``) before each ru
 LightningCLI ``class_path``/``init_args`` shape as ``configs/pretrain`` and ``configs/finetune``,
 so every number of the demo can be reproduced with ``drivetl pretrain``/``drivetl finetune``.
 
-Sizing for a 2-core CPU: a slim pillar detector over ±25.6 m (0.4 m pillars, 64 x 64 BEV head),
+Sizing for a 2-core CPU: a slim pillar detector over ±25.6 m (0.4 m pillars; the first stage keeps
+the pillar grid and the head sees all of it, 128 x 128 cells of 0.4 m, as PointPillars does),
 classes vehicle and pedestrian, the detection objective only; the head regresses sizes relative to
 per-class prior sizes, classifies the front of each box, and its backbone sees each pillar's highest
 and lowest point (``height_features``), as the configs in configs/pretrain do.
@@ -69,9 +70,9 @@ def detector_config() -> dict[str, Any]:
                     "height_features": True,
                     "widths": [16, 32, 48],
                     "depths": [1, 1, 1],
-                    "strides": [2, 2, 2],
+                    "strides": [1, 2, 2],
                     "out_channels": 24,
-                    "out_stride": 2,
+                    "out_stride": 1,
                 },
             },
         },

@@ -72,9 +72,11 @@ SEGMENT = 10  # frames per simulated street
 #: training steps at scale 1 (batch 4), sized for about 10 minutes on a quiet two-core CPU: with
 #: height features, 1000 and 800 steps took 696 s there (pretraining 364 s, fine-tuning adapted and
 #: from scratch 155 s and 164 s, 1300 CPU seconds; load 0.23 at the start), so both were cut by a
-#: fifth: 554 s (pretraining 282 s, fine-tuning 123 s and 136 s, 1043 CPU seconds; load 0.41)
-PRETRAIN_STEPS = 800
-FINETUNE_STEPS = 640
+#: fifth: 554 s (pretraining 282 s, fine-tuning 123 s and 136 s, 1043 CPU seconds; load 0.41).
+#: The head at the pillar grid (out_stride 1) costs more per step: 680 pretraining steps took 344 s
+#: (660 CPU s, load 0.08 at the start), so the steps are 560 and 450.
+PRETRAIN_STEPS = 560
+FINETUNE_STEPS = 450
 
 
 @dataclass(frozen=True)
