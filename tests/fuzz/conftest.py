@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from tests.fuzz._harness import cap_address_space
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _address_space():
@@ -16,8 +18,6 @@ def _address_space():
         import rosbags.rosbag1  # noqa: F401
         import torch  # noqa: F401
         from waymo_open_dataset import dataset_pb2  # noqa: F401
-
-        from tests.fuzz._harness import cap_address_space
 
         cap_address_space()
     yield
