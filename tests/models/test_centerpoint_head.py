@@ -93,6 +93,18 @@ def test_head_shapes_and_prior() -> None:
     assert abs(float(head.heatmap[-1].bias.detach().sigmoid().mean()) - 0.1) < 1e-5
 
 
+def test_head_hands_back_nchw_maps_from_a_channels_last_input() -> None:
+    # the LiDAR encoder runs its convolutions channels-last; decoding and the losses view the
+    # maps as (B, C, H * W), which needs the default layout
+    head = CenterHead(16, 3, 8, prior=0.1)
+    x = torch.randn(2, 16, 20, 24)
+    hm, reg = head(x.contiguous(memory_format=torch.channels_last))
+    assert hm.is_contiguous() and reg.is_contiguous()
+    hm_ref, reg_ref = head(x)
+    assert torch.allclose(hm, hm_ref, atol=1e-5) and torch.allclose(reg, reg_ref, atol=1e-5)
+    assert reg.view(2, 8, -1).shape == (2, 8, 480)
+
+
 def _perfect(t, channels: int) -> torch.Tensor:
     reg = torch.zeros(2, channels, 64 * 64)
     for b in range(2):

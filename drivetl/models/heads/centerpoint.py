@@ -66,9 +66,10 @@ class CenterHead(nn.Module):
         return BoxCoding(self.log_priors, self.direction, self.iou_score, self.iou_alpha)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(heatmap logits, regression) of a BEV feature map (shapes: the class docstring)."""
+        """(heatmap logits, regression) of a BEV feature map (shapes: the class docstring), in the
+        default (NCHW) memory layout whatever the layout of `x`."""
         y = self.shared(x)
-        return self.heatmap(y), self.regression(y)
+        return self.heatmap(y).contiguous(), self.regression(y).contiguous()
 
 
 @dataclass(frozen=True)
