@@ -9,7 +9,7 @@ DESCRIPTION = (
     "Run the whole chain on simulated data: a Waymo-format source set and a fleet set from a different "
     "rig (fleet_xt32), supervised pretraining on the source, LoRA adapters fine-tuned on 10%% of the fleet "
     "labels, the same recipe from scratch, and an evaluation of scratch, source-only and adapted on held-out "
-    "fleet streets. About nine minutes on two quiet CPU cores at --scale 1; stages already done are "
+    "fleet streets. About ten minutes on two quiet CPU cores at --scale 1; stages already done are "
     "skipped, so an interrupted demo resumes. --modality fusion keeps a front camera on both rigs (the "
     "fleet's with other intrinsics, distortion and mounting), also pretrains and adapts a LiDAR + camera "
     "detector, and reports LiDAR-only against fusion with the fusion health; in a folder where the "
@@ -24,7 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--scale", type=float, default=1.0, help="frames and training steps multiplier (default 1: CPU-sized)"
     )
     parser.add_argument("--seed", type=int, default=0, help="simulation and training seed (default 0)")
-    parser.add_argument("--workers", type=int, default=1, help="simulation/data worker processes (default 1)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="data-loader worker processes (default 1); the simulation uses as many, "
+        "at least two on a machine with two cores or more",
+    )
     parser.add_argument(
         "--modality",
         choices=("lidar", "fusion"),

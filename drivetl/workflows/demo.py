@@ -25,7 +25,7 @@ LiDAR demo folder are reused; a data stage whose record names another plan (anot
 seed...) clears its folder before simulating, so frames of two plans never mix.
 
 `DemoPlan.for_scale` sizes everything from one knob: frames and training steps grow linearly with
-the scale. Scale 1 stays under ten minutes on a quiet two-core CPU (about nine), nearly all
+the scale. Scale 1 takes about ten minutes on a quiet two-core CPU, nearly all
 of it training (a 3D AP at Waymo's IoU thresholds needs boxes tight in size, heading and height, which the
 first hundred steps do not give): pretraining, then fine-tuning adapted and from scratch with the
 same number of steps. Every stage prints its wall time and CPU seconds, and the run starts with the
