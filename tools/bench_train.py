@@ -219,6 +219,27 @@ def _report(name: str, r: dict, cuda: bool) -> None:
     )
 
 
+def _compare_bev_layout(model, step, batch, sync, steps: int, rounds: int = 3) -> None:
+    """Median model-step time with the BEV convolutions in NCHW (baseline) and channels-last (ours),
+    in alternating blocks of `steps` steps, `rounds` blocks each; prints both and the ratio."""
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(rounds):
+        for channels_last in (False, True):
+            model.lidar.bev_channels_last = channels_last
+            step(batch)  # warm-up for this layout
+            for _ in range(steps):
+                t = time.perf_counter()
+                step(batch)
+                sync()
+                times[channels_last].append(time.perf_counter() - t)
+    model.lidar.bev_channels_last = True
+    nchw, ours = (statistics.median(times[k]) * 1e3 for k in (False, True))
+    print(
+        f"BEV layout, model step median: NCHW (baseline) {nchw:.1f} ms, channels-last (ours) {ours:.1f} ms, "
+        f"ratio {nchw / ours:.2f} ({len(times[True])} steps each, {rounds} alternating blocks)"
+    )
+
+
 def _parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="configs/pretrain/tiny_lidar.yaml")
@@ -235,6 +256,12 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
+    ap.add_argument(
+        "--compare-bev-layout",
+        action="store_true",
+        help="also time the model step with the LiDAR BEV convolutions in NCHW (baseline) against "
+        "channels-last (ours), alternating blocks of steps",
+    )
     ap.add_argument(
         "--write-team",
         metavar="DIR",
@@ -395,6 +422,8 @@ def main() -> None:
         + (f" at {image_hw[0]}x{image_hw[1]}" if image_hw else "")
     )
     _report("baseline (model step only)", base, cuda)  # printed now: kept even if the pipeline fails
+    if args.compare_bev_layout and getattr(model, "lidar", None) is not None:
+        _compare_bev_layout(model, step, fixed, sync, args.steps)
 
     # ours: the full pipeline (loader -> pinned memory -> device -> step)
     t = time.perf_counter()

@@ -48,6 +48,9 @@ class LidarEncoder(nn.Module):
     the BEV canvas, so the backbone sees roof and ground heights directly.
     """
 
+    #: run the BEV backbone and neck channels-last (the canvas's own layout) rather than NCHW
+    bev_channels_last: bool = True
+
     def __init__(
         self,
         voxel_size: Sequence[float] = (0.4, 0.4, 6.0),
@@ -132,8 +135,9 @@ class LidarEncoder(nn.Module):
             mask = torch.rand(b, h, w, device=points.device) < mask_ratio
             full = mask.repeat_interleave(s, 1).repeat_interleave(s, 2)[:, None]
             canvas = torch.where(full, self.mask_token.to(canvas.dtype)[None, :, None, None], canvas)
-        # the canvas is laid out (B, H, W, C) in memory already: the convolutions run channels-last
-        # without a copy (about a sixth faster per training step on CPU than NCHW); the head hands
-        # back NCHW maps
-        bev = self.neck(self.backbone(canvas.contiguous(memory_format=torch.channels_last)))
+        # the canvas is laid out (B, H, W, C) in memory already: by default the convolutions run
+        # channels-last without a copy (`tools/bench_train.py --compare-bev-layout` times both); the
+        # head hands back NCHW maps
+        layout = torch.channels_last if self.bev_channels_last else torch.contiguous_format
+        bev = self.neck(self.backbone(canvas.contiguous(memory_format=layout)))
         return LidarOutputs(bev, count.view(b, h, w), mean_z.view(b, h, w), mask)
