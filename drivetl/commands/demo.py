@@ -38,7 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="lidar (default): LiDAR-only models; fusion: also a LiDAR + camera detector, "
         "compared side by side",
     )
-    parser.add_argument("--force", action="store_true", help="rerun every stage, even those already done")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="rerun every stage from nothing, even those already done (clears the simulated frames, and the "
+        "pretraining run so it does not resume from its last checkpoint)",
+    )
     parser.add_argument(
         "--until",
         help="stop after this stage (source, fleet, pretrain, adapt, scratch, "

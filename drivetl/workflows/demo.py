@@ -317,10 +317,14 @@ def plan_stages(
     ]
     by_name = {st.name: st for st in stages}
     by_name["source"].complete = lambda: s.source_complete(plan)
-    # a data folder simulated for another plan would be resumed frame by frame (same file names):
-    # clear it first; the report folder likewise, so no figure of another plan stays behind
-    for name, folder in (("source", "source"), ("fleet", "fleet"), ("evaluate", "report")):
-        by_name[name].reset = lambda folder=folder: shutil.rmtree(p(folder), ignore_errors=True)
+    # a data folder simulated for another plan would be resumed frame by frame (same file names),
+    # and a pretraining run folder from its last checkpoint: clear them first; the report folder
+    # likewise, so no figure of another plan stays behind (the fine-tuning runs clear their own)
+    folders = {"source": ("source",), "fleet": ("fleet",), "evaluate": ("report",)}
+    folders |= {"pretrain": ("runs", "pretrain"), "fusion_pretrain": ("runs", f.PRETRAIN_RUN)}
+    for name, folder in folders.items():
+        if name in by_name:
+            by_name[name].reset = lambda folder=folder: shutil.rmtree(p(*folder), ignore_errors=True)
     return stages
 
 
@@ -331,8 +335,10 @@ def run_demo(
     force: bool = False,
     until: str | None = None,
 ) -> DemoResult:
-    """Run the stages not yet done (all with `force`), up to and including `until`; `simulate` as
-    in `plan_stages`."""
+    """Run the stages not yet done, up to and including `until`; `simulate` as in `plan_stages`.
+
+    With `force` every stage reruns from nothing: its outputs are cleared first (a simulation does
+    not keep frames already rendered, a pretraining does not resume from its last checkpoint)."""
     if until is not None and until not in plan.stage_names:
         raise ConfigError(f"--until {until!r}: choose one of {', '.join(plan.stage_names)}")
     plan.out.mkdir(parents=True, exist_ok=True)
@@ -352,7 +358,7 @@ def run_demo(
             seconds[stage.name] = cpu[stage.name] = None
         else:
             log(f"{head} ...")
-            if stage.reset is not None and not stage.recorded:
+            if stage.reset is not None and (force or not stage.recorded):
                 stage.reset()
                 atomic_write_text(stage.record, json.dumps({"params": stage.params, "started": True}) + "\n")
             t, c = time.perf_counter(), cpu_seconds()

@@ -97,6 +97,21 @@ def test_stages_skip_when_done_and_rerun_when_the_plan_changes(tmp_path, monkeyp
     calls.clear()
     run_demo(plan, log=lines.append, force=True, until="fleet")
     assert calls == ["source", "fleet"]
+    # --force starts the pretraining over: its last checkpoint (which it would resume) is cleared
+    last = tmp_path / "demo" / "runs" / "pretrain" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True, exist_ok=True)
+    last.write_bytes(b"step 480")
+    calls.clear()
+    run_demo(plan, log=lines.append, until="pretrain")
+    assert calls == [] and last.is_file()
+    run_demo(plan, log=lines.append, force=True, until="pretrain")
+    assert calls == ["source", "fleet", "pretrain"] and not last.exists()
+    # so does a plan with other pretraining steps (resuming another schedule is not this plan's run)
+    last.parent.mkdir(parents=True, exist_ok=True)
+    last.write_bytes(b"step 480")
+    calls.clear()
+    run_demo(DemoPlan(plan.out, pretrain_steps=plan.pretrain_steps + 1), log=lines.append, until="pretrain")
+    assert calls == ["pretrain"] and not last.exists()
     with pytest.raises(ConfigError, match="--until"):
         run_demo(plan, until="nothing")
 
