@@ -29,6 +29,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
@@ -37,6 +38,7 @@ from drivetl.data._finetune_frames import FinetuneFrames, select_frames
 from drivetl.data.augment import AugmentConfig
 from drivetl.data.collate import Batch
 from drivetl.data.dataset import BatchSpec, Collate, FrameDataset, FrameSet, held_out, open_source
+from drivetl.data.paste import ObjectBank, PasteConfig
 from drivetl.data.sampling import EpochSampler, batches_per_epoch
 from drivetl.errors import ConfigError, DataError
 
@@ -57,7 +59,8 @@ class FrameDataModule(pl.LightningDataModule):
     intensity), or for fine-tuning the model's (`FinetuneDataModule`'s `model_spec`).
     augment: `AugmentConfig` fields (None: off). lidars: which LiDARs to use (None: all).
     batch_size, num_workers, pin_memory (None: on with CUDA), seed (training order, augmentation and
-    subsets; see `drivetl.data.sampling`).
+    subsets; see `drivetl.data.sampling`). paste: `PasteConfig` fields (None: off): labeled
+    training frames receive objects of other labeled training frames (`drivetl.data.paste`).
     skip_corrupt: a frame that turns out unreadable during training is replaced by the next good one
     and reported with a warning naming it (default: the run stops with one line naming it).
     """
@@ -79,10 +82,13 @@ class FrameDataModule(pl.LightningDataModule):
         pin_memory: bool | None = None,
         seed: int = 0,
         skip_corrupt: bool = False,
+        paste: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["model_spec"])
         self.augment_config = AugmentConfig(**augment) if augment is not None else None
+        self.paste_config = PasteConfig(**paste) if paste is not None else None
+        self._bank: ObjectBank | None = None
         self.spec = self.batch_spec(BatchSpec())
         # (epoch, batches done, batches per epoch) of a loaded checkpoint
         self._resume: tuple[int, int, int | None] | None = None
@@ -99,6 +105,9 @@ class FrameDataModule(pl.LightningDataModule):
         )
 
     def _dataset(self, sets: Sequence[FrameSet], augmented: bool, stream: int = 0) -> FrameDataset:
+        paste = None
+        if augmented and self.paste_config is not None and any(s.labeled for s in sets):
+            paste = (self._object_bank(sets), self.paste_config)
         return FrameDataset(
             sets,
             self.spec,
@@ -107,7 +116,34 @@ class FrameDataModule(pl.LightningDataModule):
             stream=stream,
             lidars=self.hparams.lidars,
             skip_corrupt=self.hparams.skip_corrupt,
+            paste=paste,
         )
+
+    def _object_bank(self, sets: Sequence[FrameSet]) -> ObjectBank:
+        """The object bank of `paste` (once per data module): the objects of `bank_frames` labeled
+        training frames of `sets`, evenly spread over them, canonical and not augmented."""
+        if self._bank is not None:
+            return self._bank
+        config = self.paste_config
+        labeled = [s for s in sets if s.labeled]
+        plain = FrameDataset(labeled, self.spec, lidars=self.hparams.lidars)
+        n = len(plain)
+        take = n if config.bank_frames is None else min(n, config.bank_frames)
+        picks = sorted({int(i) for i in np.linspace(0, n - 1, take).round()}) if n else []
+        unknown = sorted(set(config.counts) - set(self.spec.classes))
+        if unknown:
+            raise ConfigError(
+                f"data.paste.counts names classes the model does not detect: {unknown} (classes: "
+                f"{list(self.spec.classes)})"
+            )
+        self._bank = ObjectBank.from_samples((plain[i] for i in picks), config)
+        if not len(self._bank):
+            raise DataError(
+                f"data.paste: the {len(picks)} labeled training frames read hold no object of "
+                f"{sorted(config.counts)} with at least {config.min_points} points; remove data.paste"
+            )
+        _log.info("object paste: a bank of %s from %d training frames", self._bank.counts(), len(picks))
+        return self._bank
 
     def _loader(self, dataset: FrameDataset, sampler: EpochSampler | None = None) -> DataLoader:
         """Batches of `dataset`: in `sampler`'s order (training), else in order, incomplete last

@@ -10,7 +10,8 @@ differs between them is a parameter:
 - `FrameDataset`: ``[i] -> Sample`` over one or more FrameSets: reads the record, canonicalizes it
   with its own rig (the rig vector comes along), keeps the spec's point columns (an optional column
   a source lacks is zeros), drops the images unless the spec has cameras and the boxes of unlabeled
-  frames, and augments;
+  frames, pastes objects of other training frames into labeled ones (`drivetl.data.paste`, when
+  given a bank) and augments;
 - `Collate`: the picklable `collate` of a spec, for DataLoader worker processes;
 - `open_source(root, format)`: a frame source (``len``, ``[i] -> FrameRecord``) over a folder.
 """
@@ -30,12 +31,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from drivetl.calib.rig_vector import main_lidar
 from drivetl.data.augment import AugmentConfig, augment
 from drivetl.data.cache import TrainingCache
 from drivetl.data.canonicalize import canonicalize
 from drivetl.data.collate import Batch, collate
 from drivetl.data.formats.team import TeamReader
 from drivetl.data.formats.waymo import WaymoRecordIndex, WaymoV2RecordIndex, is_v2_folder
+from drivetl.data.paste import ObjectBank, PasteConfig, paste_objects
 from drivetl.data.records import CLASSES, Boxes, FrameRecord, Sample
 from drivetl.data.sampling import SampleIndex
 from drivetl.errors import DataError, one_line
@@ -116,7 +119,9 @@ class FrameDataset(Dataset):
     i])``, the same in any worker process and in a resumed run; a bare index i uses
     ``np.random.default_rng([seed, i, draw])``, `draw` from torch's generator (seeded per worker and
     epoch by a DataLoader). stream: datasets of one run with different streams augment independently
-    (the key gains the stream when it is not 0). lidars: LiDARs used (None: all).
+    (the key gains the stream when it is not 0). lidars: LiDARs used (None: all). paste: an
+    `ObjectBank` and its `PasteConfig`: labeled frames receive objects of the bank before the
+    augmentation (drawn from the same key plus a last 1).
     """
 
     def __init__(
@@ -129,8 +134,10 @@ class FrameDataset(Dataset):
         stream: int = 0,
         lidars: Sequence[str] | None = None,
         skip_corrupt: bool = False,
+        paste: tuple[ObjectBank, PasteConfig] | None = None,
     ):
         self.sets = list(sets)
+        self.paste = paste
         self.spec = spec
         self.augment = augment
         self.seed = seed
@@ -188,13 +195,29 @@ class FrameDataset(Dataset):
         if not spec.cameras:
             changes.update(images={}, cameras=())
         sample = dataclasses.replace(sample, **changes)
+        if self.augment is None and self.paste is None:
+            return sample
+        if epoch is None:  # a bare index: torch's generator is seeded per worker and epoch by the loader
+            key = [self.seed, i, int(torch.randint(0, 2**31 - 1, ()).item())]
+        else:
+            key = [self.seed, epoch, i] + ([self.stream] if self.stream else [])
+        if self.paste is not None and part.labeled:
+            bank, config = self.paste
+            origin = lidar_origin(record, sample)
+            sample = paste_objects(sample, bank, config, np.random.default_rng([*key, 1]), origin)
         if self.augment is not None:
-            if epoch is None:  # a bare index: torch's generator is seeded per worker and epoch by the loader
-                key = [self.seed, i, int(torch.randint(0, 2**31 - 1, ()).item())]
-            else:
-                key = [self.seed, epoch, i] + ([self.stream] if self.stream else [])
             sample = augment(sample, np.random.default_rng(key), self.augment)
         return sample
+
+
+def lidar_origin(record: FrameRecord, sample: Sample) -> np.ndarray:
+    """(3,) the position of the record's main LiDAR in the sample's canonical frame (the default
+    mounting of `AugmentConfig.lidar_origin` when the record has no rig or no LiDAR)."""
+    rig = getattr(record, "rig", None)
+    main = main_lidar(rig) if rig is not None else None
+    if main is None:
+        return np.asarray(AugmentConfig.lidar_origin, np.float64)
+    return np.asarray(main.vehicle_from_lidar, np.float64)[:3, 3] - np.array([0.0, 0.0, sample.ground_z])
 
 
 class Collate:
