@@ -145,6 +145,44 @@ def _spans(boxes: np.ndarray, origin: np.ndarray) -> np.ndarray:
     return np.stack([np.arctan2(d[:, 1], d[:, 0]), half + 1e-6, dist, reach], 1)
 
 
+class _HeightGrid:
+    """Counts of the frame's points above the ground in BEV cells of `cell` metres, to tell whether
+    scene structure stands where a box would go (a point counts when its cell's centre lies in the
+    box, so the count is exact to a cell)."""
+
+    def __init__(self, points: np.ndarray, cell: float = 0.2):
+        self.cell = cell
+        above = points[points[:, 2] > _STRUCTURE_Z, :2]
+        if not len(above):
+            self.origin, self.shape, self.counts = np.zeros(2), (1, 1), np.zeros((1, 1), np.int64)
+            return
+        self.origin = np.floor(above.min(0) / cell) * cell
+        ij = np.floor((above - self.origin) / cell).astype(np.int64)
+        self.shape = tuple(int(v) + 1 for v in ij.max(0))
+        flat = ij[:, 0] * self.shape[1] + ij[:, 1]
+        self.counts = np.bincount(flat, minlength=self.shape[0] * self.shape[1]).reshape(self.shape)
+
+    def in_box(self, box: np.ndarray) -> int:
+        """Points above the ground in the cells of `box` (7,)."""
+        reach = float(np.hypot(box[3], box[4])) / 2
+        lo = np.floor((box[:2] - reach - self.origin) / self.cell).astype(np.int64)
+        hi = np.floor((box[:2] + reach - self.origin) / self.cell).astype(np.int64)
+        lo, hi = np.maximum(lo, 0), np.minimum(hi, np.array(self.shape) - 1)
+        if np.any(hi < lo):
+            return 0
+        i = np.arange(lo[0], hi[0] + 1)
+        j = np.arange(lo[1], hi[1] + 1)
+        sub = self.counts[lo[0] : hi[0] + 1, lo[1] : hi[1] + 1]
+        if not sub.any():
+            return 0
+        x = self.origin[0] + (i + 0.5) * self.cell
+        y = self.origin[1] + (j + 0.5) * self.cell
+        centres = np.stack(np.meshgrid(x, y, indexing="ij"), -1).reshape(-1, 2)
+        local = _box_frame(np.concatenate([centres, np.full((len(centres), 1), box[2])], 1), box)
+        inside = (np.abs(local[:, 0]) <= box[3] / 2) & (np.abs(local[:, 1]) <= box[4] / 2)
+        return int(sub.reshape(-1)[inside].sum())
+
+
 def _may_hide(front: np.ndarray, back: np.ndarray) -> np.ndarray:
     """Broadcast bool over spans (`_spans` rows): False where no part of the box of `front` can hide
     any of `back` (azimuth spans apart, or `front` wholly farther); True leaves it to the ray test."""
@@ -279,7 +317,7 @@ def paste_objects(
     spans = _spans(boxes, origin)
     chosen: list[tuple[str, _Object, np.ndarray, np.ndarray]] = []
     scene = sample.points
-    structure = _Polar(scene[scene[:, 2] > _STRUCTURE_Z], origin)
+    structure = _HeightGrid(scene)
     for name, target in config.counts.items():
         need = target - present.count(name)
         pool = bank.objects.get(name, [])
@@ -294,7 +332,7 @@ def paste_objects(
             close = np.hypot(*(boxes[:, :2] - obj.box[:2]).T) <= spans[:, 3] + span[3]
             if close.any() and boxes_overlap_bev(obj.box, boxes[close]).any():
                 continue
-            if len(structure.inside(obj.box, span)) > config.structure_points:
+            if structure.in_box(obj.box) > config.structure_points:
                 continue
             keep = np.ones(len(obj.points), bool)
             front = _may_hide(spans, span)
