@@ -193,33 +193,40 @@ def _may_hide(front: np.ndarray, back: np.ndarray) -> np.ndarray:
 
 
 class _Polar:
-    """Points sorted by azimuth about the LiDAR, for the prefilters: a box can hold or hide only
-    points within the azimuth span of its bounding circle, and hide only points farther than the
-    circle's nearest point."""
+    """Points ordered by azimuth about the LiDAR (in bins of 2 pi / `BINS`), for the prefilters: a
+    box can hold or hide only points within the azimuth span of its bounding circle, and hide only
+    points farther than the circle's nearest point. The exact tests run on what the prefilter keeps."""
+
+    BINS = 4096
 
     def __init__(self, points: np.ndarray, origin: np.ndarray):
         d = points[:, :2] - origin[:2]
         azimuth = np.arctan2(d[:, 1], d[:, 0])
-        order = np.argsort(azimuth, kind="stable")
+        bins = np.minimum(((azimuth + np.pi) * (self.BINS / (2 * np.pi))).astype(np.int16), self.BINS - 1)
+        order = np.argsort(bins, kind="stable")  # a radix sort on 16-bit keys
         self.order = order
-        self.azimuth = azimuth[order]
+        self.bins = bins[order]
         self.range2 = np.einsum("nd,nd->n", d, d)[order]
         self.points = points
         self.origin = origin
 
     def near(self, span: np.ndarray, behind: bool) -> np.ndarray:
-        """Indices (into the points) within the azimuth span `span` (a `_spans` row) and, with
-        `behind`, not nearer than its circle."""
+        """Indices (into the points) within the azimuth span `span` (a `_spans` row, widened to whole
+        bins) and, with `behind`, not nearer than its circle."""
         centre, half, dist, reach = (float(v) for v in span)
         if half >= np.pi:
-            pos = np.arange(len(self.azimuth))
+            pos = np.arange(len(self.bins))
         else:
-            lo, hi = centre - half, centre + half
+            scale = self.BINS / (2 * np.pi)
+            lo = int(np.floor((centre - half + np.pi) * scale))
+            hi = int(np.floor((centre + half + np.pi) * scale))
             cuts = []
-            for a, b in ((lo, hi), (lo + 2 * np.pi, hi + 2 * np.pi), (lo - 2 * np.pi, hi - 2 * np.pi)):
-                i, j = np.searchsorted(self.azimuth, [a, b])
-                if j > i:
-                    cuts.append(np.arange(i, j))
+            for a, b in ((lo, hi), (lo + self.BINS, hi + self.BINS), (lo - self.BINS, hi - self.BINS)):
+                a, b = max(a, 0), min(b, self.BINS - 1)
+                if b >= a:
+                    i, j = np.searchsorted(self.bins, [a, b + 1])
+                    if j > i:
+                        cuts.append(np.arange(i, j))
             pos = np.concatenate(cuts) if cuts else np.zeros(0, np.int64)
         if behind and len(pos):
             pos = pos[self.range2[pos] >= max(dist - reach, 0.0) ** 2]
@@ -269,6 +276,15 @@ class ObjectBank:
     def __init__(self, objects: Mapping[str, list[_Object]], columns: tuple[str, ...]):
         self.objects = {k: list(v) for k, v in objects.items()}
         self.columns = tuple(columns)
+        self._spans: dict[tuple, np.ndarray] = {}
+
+    def spans(self, name: str, origin: np.ndarray) -> np.ndarray:
+        """(P, 4) `_spans` of the boxes of class `name` seen from `origin` (computed once per origin)."""
+        key = (name, *np.round(origin, 6).tolist())
+        if key not in self._spans:
+            boxes = np.stack([o.box for o in self.objects.get(name, [])]) if self.objects.get(name) else None
+            self._spans[key] = _spans(boxes, origin) if boxes is not None else np.zeros((0, 4))
+        return self._spans[key]
 
     @classmethod
     def from_samples(cls, samples: Iterable[Sample], config: PasteConfig) -> ObjectBank:
@@ -324,11 +340,12 @@ def paste_objects(
         if need <= 0 or not pool:
             continue
         placed = 0
+        pool_spans = bank.spans(name, origin)
         for k in rng.permutation(len(pool))[: 3 * need]:
             if placed >= need:
                 break
             obj = pool[int(k)]
-            span = _spans(obj.box, origin)[0]
+            span = pool_spans[int(k)]
             close = np.hypot(*(boxes[:, :2] - obj.box[:2]).T) <= spans[:, 3] + span[3]
             if close.any() and boxes_overlap_bev(obj.box, boxes[close]).any():
                 continue
