@@ -40,7 +40,7 @@ from drivetl.data.collate import Batch
 from drivetl.data.dataset import BatchSpec, Collate, FrameDataset, FrameSet, held_out, open_source
 from drivetl.data.paste import ObjectBank, PasteConfig
 from drivetl.data.sampling import EpochSampler, batches_per_epoch
-from drivetl.errors import ConfigError, DataError
+from drivetl.errors import ConfigError, DataError, one_line
 
 _log = logging.getLogger(__name__)
 
@@ -121,7 +121,8 @@ class FrameDataModule(pl.LightningDataModule):
 
     def _object_bank(self, sets: Sequence[FrameSet]) -> ObjectBank:
         """The object bank of `paste` (once per data module): the objects of `bank_frames` labeled
-        training frames of `sets`, evenly spread over them, canonical and not augmented."""
+        training frames of `sets`, evenly spread over them, canonical and not augmented (with
+        `skip_corrupt`, frames that do not read are left out)."""
         if self._bank is not None:
             return self._bank
         config = self.paste_config
@@ -136,7 +137,17 @@ class FrameDataModule(pl.LightningDataModule):
                 f"data.paste.counts names classes the model does not detect: {unknown} (classes: "
                 f"{list(self.spec.classes)})"
             )
-        self._bank = ObjectBank.from_samples((plain[i] for i in picks), config)
+
+        def frames():  # with skip_corrupt a frame that does not read is left out of the bank
+            for i in picks:
+                try:
+                    yield plain[i]
+                except DataError as exc:
+                    if not self.hparams.skip_corrupt:
+                        raise
+                    _log.warning("object paste: a corrupt frame left out of the bank: %s", one_line(exc))
+
+        self._bank = ObjectBank.from_samples(frames(), config)
         if not len(self._bank):
             raise DataError(
                 f"data.paste: the {len(picks)} labeled training frames read hold no object of "
