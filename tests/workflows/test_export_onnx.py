@@ -73,7 +73,11 @@ def _parity(spec: str, onnx_path: Path, fleet: Path, frames: int) -> tuple[float
         a = decode(out.heatmap, out.regression, out.geometry, score_threshold=0.15)[0]
         b = decode(torch.from_numpy(heat), torch.from_numpy(reg), out.geometry, score_threshold=0.15)[0]
         assert torch.equal(a.labels, b.labels), f"frame {samples[0].key}: other classes"
-        torch.testing.assert_close(a.boxes, b.boxes, atol=1e-4, rtol=0)
+        torch.testing.assert_close(a.boxes[:, :6], b.boxes[:, :6], atol=1e-4, rtol=0)
+        # the heading is an atan2 of two regressed components: where both are small it amplifies
+        # float32 differences of the runtimes, so it gets 1e-3 rad (0.06 degrees), compared wrapped
+        turn = torch.remainder(a.boxes[:, 6] - b.boxes[:, 6] + torch.pi, 2 * torch.pi) - torch.pi
+        assert bool((turn.abs() <= 1e-3).all()), f"frame {samples[0].key}: headings differ"
         torch.testing.assert_close(a.scores, b.scores, atol=1e-5, rtol=0)
         boxes += len(a.boxes)
     return heat_diff, reg_diff, boxes
