@@ -25,6 +25,11 @@ from typing import Any
 DEMO_CLASSES = ["vehicle", "pedestrian"]
 _AUGMENT = {"rotation": 0.785, "scale": [0.95, 1.05], "flip_y": 0.5, "translation_std": [0.2, 0.2, 0.1]}
 COLUMNS = ["x", "y", "z", "intensity", "elongation"]
+#: object paste (`drivetl.data.paste`) inside the detector's range: a simulated street shows about
+#: 9 vehicles and 6 pedestrians within +-25.6 m; pasting raises each labeled training frame to 16
+#: and 12. Pretraining banks the objects of 60 source frames, fine-tuning those of every labeled
+#: fleet frame (its own rig's points, so the bank stays in the fleet's domain)
+_PASTE = {"counts": {"vehicle": 16, "pedestrian": 12}, "area": [-25.6, -25.6, 25.6, 25.6]}
 
 
 def rigs_dir() -> Path:
@@ -96,8 +101,11 @@ def _trainer(root: Path, steps: int, val_every: int, seed: int) -> dict[str, Any
     }
 
 
-def pretrain_config(root: Path, data: Path, steps: int, batch_size: int, workers: int, seed: int) -> dict:
-    """Supervised pretraining on the source set (the last 10% of frames validate)."""
+def pretrain_config(
+    root: Path, data: Path, steps: int, batch_size: int, workers: int, seed: int, paste: bool = True
+) -> dict:
+    """Supervised pretraining on the source set (the last 10% of frames validate); `paste`: with
+    object paste (the LiDAR-only runs; a camera would not see the pasted objects)."""
     cfg = _trainer(root, steps, max(1, steps // 2), seed)
     cfg["model"] = {
         "class_path": "drivetl.train.PretrainModule",
@@ -122,6 +130,8 @@ def pretrain_config(root: Path, data: Path, steps: int, batch_size: int, workers
             "seed": seed,
         },
     }
+    if paste:
+        cfg["data"]["init_args"]["paste"] = copy.deepcopy(_PASTE) | {"bank_frames": 60}
     return cfg
 
 
@@ -138,9 +148,11 @@ def finetune_config(
     workers: int,
     seed: int,
     lr: float = 0.003,
+    paste: bool = True,
 ) -> dict:
     """Fine-tuning on the fleet set's labeled fraction (validation: its declared `val` split, four
-    times per run; the checkpoint with the best mean 3D AP at Waymo's IoU thresholds is kept)."""
+    times per run; the checkpoint with the best mean 3D AP at Waymo's IoU thresholds is kept);
+    `paste`: the labeled frames receive objects of the other labeled frames."""
     cfg = _trainer(root, steps, max(1, steps // 4), seed)
     cfg["model"] = {
         "class_path": "drivetl.train.finetune.FinetuneModule",
@@ -171,6 +183,8 @@ def finetune_config(
             "seed": seed,
         },
     }
+    if paste:
+        cfg["data"]["init_args"]["paste"] = copy.deepcopy(_PASTE) | {"bank_frames": None}
     return cfg
 
 

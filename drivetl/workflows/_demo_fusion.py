@@ -16,7 +16,10 @@ by projecting every cell centre at three heights through each frame's own calibr
 (`drivetl.models.CameraEncoder`), then a two-convolution fusion as wide as the LiDAR features, so
 the head is the LiDAR model's. Pretraining adds the camera->LiDAR BEV alignment objective to
 detection (as ``configs/pretrain/tiny_fusion.yaml``) and hides the camera branch of a frame with
-probability 0.2 (camera dropout: the model keeps working from LiDAR alone).
+probability 0.2 (camera dropout: the model keeps working from LiDAR alone). The fusion runs train
+without object paste (the LiDAR-only runs paste, `_demo_config._PASTE`): a pasted object's points
+would have no pixels in the frame's image, teaching the camera branch that objects go unseen. The
+LiDAR-only vs fusion comparison therefore also compares training with and without paste.
 
 Adaptation. The demo's LoRA recipe (adapters + head, rank 8, same steps and labeled frames). On a
 camera model LoRA's default targets (`drivetl.models.adapters.METHODS`) add the image backbone's
@@ -141,7 +144,13 @@ def detector_config() -> dict[str, Any]:
 def pretrain_config(plan, root: Path) -> dict[str, Any]:
     """The demo's pretraining config with the fusion detector, the alignment objective and the camera."""
     spec = cfg.pretrain_config(
-        root, plan.path("source").resolve(), plan.pretrain_steps, plan.batch_size, plan.workers, plan.seed
+        root,
+        plan.path("source").resolve(),
+        plan.pretrain_steps,
+        plan.batch_size,
+        plan.workers,
+        plan.seed,
+        paste=False,
     )
     model = spec["model"]["init_args"]
     model["detector"] = detector_config()
@@ -168,6 +177,7 @@ def adapt(plan, log: Callable) -> None:
         plan.finetune_steps,
         log,
         start=s.pretrained_ckpt(plan, PRETRAIN_RUN),
+        paste=False,
     )
 
 

@@ -183,12 +183,14 @@ def finetune_job(
     *,
     start: Path | None = None,
     callbacks: list[dict] | None = None,
+    paste: bool = True,
 ) -> Path:
     """Fine-tune `variant` (a `VARIANTS` key) into the run folder `root`; returns the run folder.
 
     Starts from the pretrained checkpoint (`start`, default the demo's LiDAR-only one), or (from
     scratch) from a random initialization saved like one, so both runs share the data, the steps
-    and the selection. callbacks: ``class_path``/``init_args`` entries for ``trainer.callbacks``."""
+    and the selection. callbacks: ``class_path``/``init_args`` entries for ``trainer.callbacks``.
+    paste: with object paste (`_demo_config.finetune_config`)."""
     from drivetl.train.cli import run_finetune
 
     _quiet_lightning()
@@ -208,6 +210,7 @@ def finetune_job(
         batch_size=plan.batch_size,
         workers=plan.workers,
         seed=plan.seed,
+        paste=paste,
     )
     if callbacks:
         spec["trainer"]["callbacks"] = list(callbacks)
