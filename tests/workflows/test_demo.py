@@ -146,3 +146,27 @@ def test_tiny_demo_end_to_end(tmp_path) -> None:
     assert set(doc["other_matchers"]) == {"bev", "distance"}
     assert set(doc["box_errors"]["adapted"]) == {"vehicle", "pedestrian"}
     assert (out / "report" / "heading_errors.png").is_file()
+
+
+def test_lidar_runs_paste_inside_the_detector_range_and_fusion_runs_do_not(tmp_path) -> None:
+    from drivetl.data.paste import PasteConfig
+    from drivetl.workflows import _demo_config as cfg
+    from drivetl.workflows import _demo_fusion
+
+    plan = DemoPlan.for_scale(tmp_path, 0.05, modality="fusion")
+    x0, y0, _, x1, y1, _ = cfg.detector_config()["init_args"]["lidar"]["init_args"]["point_range"]
+    pre = cfg.pretrain_config(tmp_path, tmp_path / "source", 4, 2, 0, 0)["data"]["init_args"]["paste"]
+    fine = cfg.finetune_config(
+        tmp_path, tmp_path / "p.ckpt", tmp_path / "fleet", method="lora", freeze="adapters+head", steps=4,
+        labeled_fraction=0.1, batch_size=2, workers=0, seed=0,
+    )["data"]["init_args"]["paste"]
+    for paste, bank_frames in ((pre, 60), (fine, None)):
+        config = PasteConfig(**paste)  # what the data module builds from it
+        assert set(config.counts) == set(cfg.DEMO_CLASSES) and all(v > 0 for v in config.counts.values())
+        assert config.area == (x0, y0, x1, y1) and config.bank_frames == bank_frames
+    assert "paste" not in _demo_fusion.pretrain_config(plan, tmp_path)["data"]["init_args"]
+    no_paste = cfg.finetune_config(
+        tmp_path, tmp_path / "p.ckpt", tmp_path / "fleet", method="lora", freeze="adapters+head", steps=4,
+        labeled_fraction=0.1, batch_size=2, workers=0, seed=0, paste=False,
+    )
+    assert "paste" not in no_paste["data"]["init_args"]

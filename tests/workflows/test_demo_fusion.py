@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from drivetl.data.records import Boxes
 from drivetl.errors import ConfigError
@@ -274,3 +275,8 @@ def test_tiny_fusion_demo_end_to_end(tmp_path) -> None:
     # the fleet data the fusion models saw carries the fleet camera
     rig = json.dumps((out / "fleet" / "rig.yaml").read_text())
     assert "FRONT" in rig
+    # the LiDAR-only runs paste objects, the fusion runs (whose camera would not see them) do not
+    configs = {p.stem: yaml.safe_load(p.read_text()) for p in (out / "configs").glob("*.yaml")}
+    pasting = {k for k, c in configs.items() if "paste" in c["data"]["init_args"]}
+    assert pasting == {"pretrain", "adapt", "scratch"}
+    assert {"fusion_pretrain", "fusion_adapt"} <= set(configs)
