@@ -131,6 +131,11 @@ class FrameDataModule(pl.LightningDataModule):
         n = len(plain)
         take = n if config.bank_frames is None else min(n, config.bank_frames)
         picks = sorted({int(i) for i in np.linspace(0, n - 1, take).round()}) if n else []
+        if self.spec.cameras:
+            raise ConfigError(
+                f"data.paste with camera images ({list(self.spec.camera_names or ())}): a pasted object's "
+                "points have no pixels in the images; remove data.paste for a camera model"
+            )
         unknown = sorted(set(config.counts) - set(self.spec.classes))
         if unknown:
             raise ConfigError(

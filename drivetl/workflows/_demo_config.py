@@ -28,8 +28,9 @@ COLUMNS = ["x", "y", "z", "intensity", "elongation"]
 #: object paste (`drivetl.data.paste`) inside the detector's range: a simulated street shows about
 #: 9 vehicles and 6 pedestrians within +-25.6 m; pasting raises each labeled training frame to 16
 #: and 12. Pretraining banks the objects of 60 source frames, fine-tuning those of every labeled
-#: fleet frame (its own rig's points, so the bank stays in the fleet's domain)
-_PASTE = {"counts": {"vehicle": 16, "pedestrian": 12}, "area": [-25.6, -25.6, 25.6, 25.6]}
+#: fleet frame (its own rig's points, so the bank stays in the fleet's domain). The area is the
+#: detector's point range (`_paste`)
+_PASTE_COUNTS = {"vehicle": 16, "pedestrian": 12}
 
 
 def rigs_dir() -> Path:
@@ -84,6 +85,12 @@ def detector_config() -> dict[str, Any]:
     }
 
 
+def _paste(bank_frames: int | None) -> dict[str, Any]:
+    """``data.paste`` of the demo's LiDAR runs: `_PASTE_COUNTS` inside the detector's point range."""
+    x0, y0, _, x1, y1, _ = detector_config()["init_args"]["lidar"]["init_args"]["point_range"]
+    return {"counts": dict(_PASTE_COUNTS), "area": [x0, y0, x1, y1], "bank_frames": bank_frames}
+
+
 def _trainer(root: Path, steps: int, val_every: int, seed: int) -> dict[str, Any]:
     return {
         "seed_everything": seed,
@@ -131,7 +138,7 @@ def pretrain_config(
         },
     }
     if paste:
-        cfg["data"]["init_args"]["paste"] = copy.deepcopy(_PASTE) | {"bank_frames": 60}
+        cfg["data"]["init_args"]["paste"] = _paste(bank_frames=60)
     return cfg
 
 
@@ -184,7 +191,7 @@ def finetune_config(
         },
     }
     if paste:
-        cfg["data"]["init_args"]["paste"] = copy.deepcopy(_PASTE) | {"bank_frames": None}
+        cfg["data"]["init_args"]["paste"] = _paste(bank_frames=None)
     return cfg
 
 

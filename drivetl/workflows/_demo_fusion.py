@@ -17,7 +17,7 @@ by projecting every cell centre at three heights through each frame's own calibr
 the head is the LiDAR model's. Pretraining adds the camera->LiDAR BEV alignment objective to
 detection (as ``configs/pretrain/tiny_fusion.yaml``) and hides the camera branch of a frame with
 probability 0.2 (camera dropout: the model keeps working from LiDAR alone). The fusion runs train
-without object paste (the LiDAR-only runs paste, `_demo_config._PASTE`): a pasted object's points
+without object paste (the LiDAR-only runs paste, `_demo_config._paste`): a pasted object's points
 would have no pixels in the frame's image, teaching the camera branch that objects go unseen. The
 LiDAR-only vs fusion comparison therefore also compares training with and without paste.
 

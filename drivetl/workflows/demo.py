@@ -76,9 +76,9 @@ SEGMENT = 10  # frames per simulated street
 #: The head at the pillar grid (out_stride 1) costs more per step: 680 pretraining steps took 344 s
 #: (660 CPU s, load 0.08 at the start), so the steps were 560 and 450; with 240 source frames (24 s
 #: of simulation) that plan took 649 s (pretraining 292 s, fine-tuning 153 s and 166 s; load 0.49
-#: at the start), so the steps were 480 and 400. Object paste (`_demo_config._PASTE`) costs about
-#: 25 ms per training frame: at seed 0 that plan took 628 s (pretraining 340 s, fine-tuning 129 s
-#: and 137 s; load 0.38 at the start), so the steps are 440 and 360.
+#: at the start), so the steps were 480 and 400. Object paste (`_demo_config._paste`) costs about
+#: 23 ms per source frame (tools/bench_paste.py): at seed 0 that plan took 628 s (pretraining
+#: 340 s, fine-tuning 129 s and 137 s; load 0.38 at the start), so the steps are 440 and 360.
 PRETRAIN_STEPS = 440
 FINETUNE_STEPS = 360
 #: source frames at scale 1 (24 streets; simulating them takes seconds). Pretraining 560 steps of

@@ -218,3 +218,13 @@ def test_data_module_pastes_into_labeled_training_frames_only(fleet_dir: Path) -
         DriveDataModule(
             root=str(fleet_dir), format="team", classes=classes, paste={"counts": {"cyclist": 3}}
         ).setup()
+    # a camera model: the pasted points would have no pixels in the images
+    with pytest.raises(ConfigError, match="no pixels"):
+        DriveDataModule(
+            root=str(fleet_dir),
+            format="team",
+            classes=classes,
+            paste=paste,
+            camera_names=["FRONT"],
+            image_size=[96, 144],
+        ).setup()
