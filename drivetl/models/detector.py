@@ -28,7 +28,17 @@ from drivetl.models.heads._targets import BEVGeometry
 from drivetl.models.heads.centerpoint import CenterHead, Detections, decode
 from drivetl.models.lidar.encoder import LidarEncoder, LidarOutputs
 
-__all__ = ["BEVDetector", "DetectorOutputs"]
+__all__ = ["BEVDetector", "DetectorOutputs", "add_ground"]
+
+
+def add_ground(regression: torch.Tensor, ground: torch.Tensor | None) -> torch.Tensor:
+    """The head's regression (B, C, H, W) with the local ground (B, 1, H, W) added to its z channel:
+    with an encoder `ground_window` the head regresses a box centre's height above the ground under
+    it and the maps hold the absolute z every decoder reads. `regression` itself when `ground` is None."""
+    if ground is None:
+        return regression
+    z = regression[:, 2:3] + ground.to(regression.dtype)
+    return torch.cat([regression[:, :2], z, regression[:, 3:]], 1)
 
 
 @dataclass(frozen=True)
@@ -164,6 +174,7 @@ class BEVDetector(nn.Module):
             coverage = cam.coverage * kept.view(b, 1, 1, 1).to(cam.coverage.dtype)
             fused = self.fusion(lid.bev, cam.bev, coverage)
         heatmap, regression = self.head(fused)
+        regression = add_ground(regression, lid.ground)
         occupancy = self.occupancy_head(lid.bev) if self.occupancy_head is not None else None
         align = self.align_head(cam.bev) if (self.align_head is not None and cam is not None) else None
         return DetectorOutputs(

@@ -33,7 +33,8 @@ from drivetl.models.adapters import (
     StageWithFiLM,
     merge_lora,
 )
-from drivetl.models.lidar import height_stats
+from drivetl.models.detector import add_ground
+from drivetl.models.lidar import ground_relative, height_stats
 
 __all__ = ["ChannelAffine", "PillarGraph", "adapter_leftovers", "fold_batchnorm", "plain_detector"]
 
@@ -163,7 +164,9 @@ class PillarGraph(nn.Module):
     scatter-max into a zero (P, C) tensor, exact because every value after the ReLU is >= 0 and every
     pillar has a point. Memory grows with N x C, never with P x (largest pillar). An encoder with
     `height_features` appends each pillar's highest and lowest z and log point count, computed by the
-    same `height_stats` as the torch model from the features' z column.
+    same `height_stats` as the torch model from the features' z column; one with a `ground_window`
+    makes them heights above the local ground and adds that ground to the z map, as the torch model
+    does (`ground_relative`, `add_ground`).
     """
 
     def __init__(self, plain: nn.Module):
@@ -181,6 +184,8 @@ class PillarGraph(nn.Module):
         self.channels = int(lidar.pfn.out_channels)
         self.height_features = bool(getattr(lidar, "height_features", False))
         self.z_range = (float(lidar.grid.point_range[2]), float(lidar.grid.point_range[5]))
+        self.ground_window = int(getattr(lidar, "ground_window", 0))
+        self.out_stride = int(lidar.out_stride)
 
     def forward(
         self, features: torch.Tensor, pillar_index: torch.Tensor, coords: torch.Tensor
@@ -195,10 +200,16 @@ class PillarGraph(nn.Module):
             pooled = x.new_zeros((p, width)).scatter_reduce(0, index, x, "amax", include_self=True)
             if i + 1 < len(self.layers):
                 x = torch.cat([x, pooled[pillar_index]], 1)
+        cell = coords[:, 0] * self.nx + coords[:, 1]
+        ground = None
         if self.height_features:
             # features column 2 is the point's z (`_pillar_input`)
-            pooled = torch.cat([pooled, height_stats(features[:, 2], pillar_index, p, self.z_range)], 1)
-        cell = coords[:, 0] * self.nx + coords[:, 1]
+            stats = height_stats(features[:, 2], pillar_index, p, self.z_range)
+            if self.ground_window:
+                shape = (1, self.ny, self.nx)
+                stats, ground = ground_relative(stats, cell, shape, self.ground_window, self.out_stride)
+            pooled = torch.cat([pooled, stats], 1)
         canvas = pooled.new_zeros((self.ny * self.nx, pooled.shape[1])).index_copy(0, cell, pooled)
         canvas = canvas.view(1, self.ny, self.nx, -1).permute(0, 3, 1, 2).contiguous()
-        return self.head(self.neck(self.backbone(canvas)))
+        heatmap, regression = self.head(self.neck(self.backbone(canvas)))
+        return heatmap, add_ground(regression, ground)

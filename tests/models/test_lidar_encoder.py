@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -160,3 +161,80 @@ def test_height_features_reach_the_backbone() -> None:
     # masking replaces the whole canvas vector, height channels included
     torch.manual_seed(3)
     assert enc(pts, off, cols, mask_ratio=0.5).mask.any()
+
+
+def test_local_ground_is_the_lowest_pillar_within_the_window() -> None:
+    from drivetl.models.lidar import local_ground
+    from drivetl.models.lidar._pillars import NO_GROUND
+
+    # one frame of 1 x 7 cells: pillars at columns 1 (z_min 0.3), 2 (-0.2, left out) and 5 (0.8)
+    cell = torch.tensor([1, 2, 5])
+    z_min = torch.tensor([0.3, NO_GROUND, 0.8])
+    ground = local_ground(z_min, cell, (1, 1, 7), 3)
+    assert ground.shape == (1, 1, 1, 7)
+    # each cell: the lowest pillar within one column either side; none near column 3: the frame's 0
+    torch.testing.assert_close(ground[0, 0, 0], torch.tensor([0.3, 0.3, 0.3, 0.0, 0.8, 0.8, 0.8]))
+    wide = local_ground(torch.tensor([0.3, -0.2, 0.8]), cell, (1, 1, 7), 5)
+    torch.testing.assert_close(wide[0, 0, 0], torch.tensor([-0.2, -0.2, -0.2, -0.2, -0.2, 0.8, 0.8]))
+
+
+def test_ground_window_places_boxes_relative_to_the_ground() -> None:
+    """A scene lifted by 0.4 m: the canvas holds heights above the local ground, so the features are
+    the same and every box's z comes out exactly 0.4 m higher, the other maps unchanged (the pillar
+    net's raw-z input is zeroed so that only the height channels see z)."""
+    from drivetl.data.collate import collate
+    from drivetl.data.records import Boxes, FrameKey, Sample
+    from drivetl.models import BEVDetector
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    pts = np.concatenate(
+        [rng.uniform(-7.5, 7.5, (n, 2)), rng.uniform(-0.5, 1.5, (n, 1)), rng.uniform(0, 1, (n, 1))], 1
+    ).astype(np.float32)
+    cols = ("x", "y", "z", "intensity")
+    torch.manual_seed(0)
+    det = BEVDetector(
+        ["vehicle"], _encoder(height_features=True, ground_window=5), head_channels=8, occupancy_head=False
+    ).eval()
+    with torch.no_grad():
+        det.lidar.pfn.layers[0]["linear"].weight[:, 2] = 0
+
+    def run(points):
+        batch = collate(
+            [Sample(FrameKey("s", 0), points, cols, Boxes.empty())], columns=cols, camera_names=()
+        )
+        with torch.no_grad():
+            return det(batch)
+
+    lifted = pts.copy()
+    lifted[:, 2] += 0.4
+    a, b = run(pts), run(lifted)
+    torch.testing.assert_close(b.lidar.ground, a.lidar.ground + 0.4)
+    torch.testing.assert_close(b.lidar.bev, a.lidar.bev, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(b.heatmap, a.heatmap, atol=1e-5, rtol=1e-5)
+    shift = b.regression - a.regression
+    torch.testing.assert_close(shift[:, 2], torch.full_like(shift[:, 2], 0.4), atol=1e-5, rtol=0)
+    assert shift[:, [0, 1, 3, 4, 5, 6, 7]].abs().max() < 1e-5
+    # without the ground window the same lift moves the features (the height channels are absolute)
+    plain = _encoder(height_features=True).eval()
+    p0 = plain(torch.from_numpy(pts), torch.tensor([0, n]), cols).bev
+    p1 = plain(torch.from_numpy(lifted), torch.tensor([0, n]), cols).bev
+    assert not torch.allclose(p0, p1, atol=1e-3)
+
+
+def test_ground_window_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="odd"):
+        _encoder(height_features=True, ground_window=4)
+    with pytest.raises(ValueError, match="height_features"):
+        _encoder(ground_window=5)
+
+
+def test_masked_pillars_do_not_inform_the_ground() -> None:
+    """Masked pretraining hides a cell's pillars from the ground estimate too (their lowest point
+    would leak what the occupancy head must predict): everything masked leaves the frame's 0."""
+    pts, off = _points()
+    enc = _encoder(height_features=True, ground_window=3)
+    seen = enc(pts, off, ("x", "y", "z", "intensity")).ground
+    assert seen.shape == (2, 1, 16, 16) and seen.abs().max() > 0
+    hidden = enc(pts, off, ("x", "y", "z", "intensity"), mask_ratio=1.0)
+    assert hidden.mask.all() and hidden.ground.abs().max() == 0

@@ -210,9 +210,11 @@ def test_waymo_scale_architecture_exports_and_matches_torch_on_a_full_sweep() ->
     assert np.abs(reg - out.regression.numpy()).max() <= 1e-4
 
 
-def test_height_features_export_matches_torch() -> None:
+@pytest.mark.parametrize("ground_window", [0, 5])
+def test_height_features_export_matches_torch(ground_window: int) -> None:
     """An encoder with `height_features`: the graph computes each pillar's z extremes and point count
-    from the features' z column (two more scatter-maxes, one scatter-add) and agrees with torch."""
+    from the features' z column (two more scatter-maxes, one scatter-add) and agrees with torch; with
+    a `ground_window` also the local ground (a min-pool) under the heights and in the z map."""
     import onnxruntime as ort
 
     from drivetl.data.collate import collate
@@ -233,6 +235,7 @@ def test_height_features_export_matches_torch() -> None:
         "out_channels": 8,
         "out_stride": 2,
         "height_features": True,
+        "ground_window": ground_window,
     }
     spec = {
         "class_path": "drivetl.models.BEVDetector",
@@ -255,6 +258,7 @@ def test_height_features_export_matches_torch() -> None:
     proto = _export_bytes(PillarGraph(plain).eval(), tuple(torch.from_numpy(a) for a in inputs.arrays()), 18)
     reductions = [a.s for n in proto.graph.node if n.op_type == "ScatterElements" for a in n.attribute]
     assert reductions.count(b"max") == 3 and reductions.count(b"add") >= 1, reductions
+    assert any(n.op_type == "MaxPool" for n in proto.graph.node) == bool(ground_window)
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     heat, reg = session.run(["heatmap", "regression"], inputs.feeds())
     batch = collate(

@@ -1,6 +1,14 @@
 """drivetl.models.lidar: pillar LiDAR encoder (owns its voxel grid; voxelizes with drivetl.ops)."""
 
-from drivetl.models.lidar._pillars import HEIGHT_STATS, PillarFeatureNet, Pillars, height_stats, pillarize
+from drivetl.models.lidar._pillars import (
+    HEIGHT_STATS,
+    PillarFeatureNet,
+    Pillars,
+    ground_relative,
+    height_stats,
+    local_ground,
+    pillarize,
+)
 from drivetl.models.lidar.encoder import LidarEncoder, LidarOutputs
 
 __all__ = [
@@ -9,6 +17,8 @@ __all__ = [
     "LidarOutputs",
     "PillarFeatureNet",
     "Pillars",
+    "ground_relative",
     "height_stats",
+    "local_ground",
     "pillarize",
 ]

@@ -5,14 +5,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from drivetl.ops import VoxelGrid, scatter_reduce, voxelize
 
-__all__ = ["HEIGHT_STATS", "Pillars", "PillarFeatureNet", "height_stats", "pillarize"]
+__all__ = [
+    "HEIGHT_STATS",
+    "Pillars",
+    "PillarFeatureNet",
+    "height_stats",
+    "ground_relative",
+    "local_ground",
+    "pillarize",
+]
 
 #: the per-pillar channels `height_stats` returns, in order
 HEIGHT_STATS = ("z_max", "z_min", "log1p_count")
+#: what `local_ground` gives a cell without pillars before its min-pool (metres, above any grid)
+NO_GROUND = 1.0e4
 
 
 @dataclass(frozen=True)
@@ -121,3 +132,45 @@ def height_stats(
     bottom = hi - zeros.scatter_reduce(0, index, hi - z, "amax", include_self=True)
     count = zeros.scatter_add(0, index, torch.ones_like(z))
     return torch.stack([top, bottom, torch.log1p(count)], 1)
+
+
+def local_ground(
+    z_min: torch.Tensor, cell: torch.Tensor, shape: tuple[int, int, int], window: int
+) -> torch.Tensor:
+    """(B, 1, ny, nx) float32: a local ground height at every pillar cell, the lowest point of the
+    pillars within ``window x window`` cells around it (0, the canonical frame's ground, where no
+    pillar is that near).
+
+    z_min: (P,) each pillar's lowest point z (`height_stats`; `NO_GROUND` leaves a pillar out);
+    cell: (P,) its flat index ``(b * ny + iy) * nx + ix``; shape: ``(B, ny, nx)``. The window
+    should reach past an object's footprint to the ground beside it (a min of 3.6 m around a car's
+    centre sees the road beside its near side). A min-pool of the negated map, so the exported
+    graph computes it with the same ops (ONNX MaxPool)."""
+    b, ny, nx = shape
+    flat = z_min.new_full((b * ny * nx,), NO_GROUND).index_copy(0, cell, z_min.float())
+    low = -F.max_pool2d(-flat.view(b, 1, ny, nx), window, stride=1, padding=window // 2)
+    return torch.where(low < NO_GROUND / 2, low, torch.zeros_like(low))
+
+
+def ground_relative(
+    stats: torch.Tensor,
+    cell: torch.Tensor,
+    shape: tuple[int, int, int],
+    window: int,
+    stride: int,
+    hidden: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Heights above the local ground: (stats with z_max and z_min minus their cell's `local_ground`,
+    (B, 1, ny / stride, nx / stride) the ground averaged over each output cell).
+
+    stats: (P, 3) `height_stats`; cell, shape, window: as `local_ground`; hidden: (P,) bool pillars
+    the ground must not see (masked pretraining cells), or None."""
+    z_min = stats[:, 1]
+    if hidden is not None:
+        z_min = torch.where(hidden, torch.full_like(z_min, NO_GROUND), z_min)
+    ground = local_ground(z_min, cell, shape, window)
+    under = ground.reshape(-1)[cell].unsqueeze(1)
+    stats = torch.cat([stats[:, :2] - under, stats[:, 2:]], 1)
+    if stride > 1:
+        ground = F.avg_pool2d(ground, stride, stride)
+    return stats, ground

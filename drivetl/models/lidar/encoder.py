@@ -15,7 +15,14 @@ import torch
 from torch import nn
 
 from drivetl.models._blocks import FPNNeck, ResidualStages
-from drivetl.models.lidar._pillars import HEIGHT_STATS, PillarFeatureNet, VoxelGrid, height_stats, pillarize
+from drivetl.models.lidar._pillars import (
+    HEIGHT_STATS,
+    PillarFeatureNet,
+    VoxelGrid,
+    ground_relative,
+    height_stats,
+    pillarize,
+)
 
 __all__ = ["LidarEncoder", "LidarOutputs"]
 
@@ -29,12 +36,15 @@ class LidarOutputs:
     mean_height: (B, H, W) float32 mean z (metres) of those points, 0 where empty.
     mask: (B, H, W) bool, output cells whose pillars were hidden from the backbone (all False when
         masking is off).
+    ground: (B, 1, H, W) float32 local ground height (metres) per output cell, None unless the
+        encoder has a `ground_window`.
     """
 
     bev: torch.Tensor
     point_count: torch.Tensor
     mean_height: torch.Tensor
     mask: torch.Tensor
+    ground: torch.Tensor | None = None
 
 
 class LidarEncoder(nn.Module):
@@ -45,7 +55,11 @@ class LidarEncoder(nn.Module):
     widths/depths/strides: the BEV backbone's stages. out_channels/out_stride: the FPN output
     (stride in pillars, one of the cumulative backbone strides). height_features: each pillar's
     highest and lowest point and its point count (`HEIGHT_STATS`) join the pillar net's features on
-    the BEV canvas, so the backbone sees roof and ground heights directly.
+    the BEV canvas, so the backbone sees roof and ground heights directly. ground_window: odd, in
+    pillars (0: off): a local ground height, the lowest point within ``ground_window x
+    ground_window`` pillars (`drivetl.models.lidar.local_ground`), is taken from the height
+    statistics, which then hold heights above it, and is returned (`LidarOutputs.ground`) for the
+    head to place boxes relative to it; needs `height_features`.
     """
 
     #: run the BEV backbone and neck channels-last (the canvas's own layout) rather than NCHW
@@ -63,6 +77,7 @@ class LidarEncoder(nn.Module):
         out_channels: int = 64,
         out_stride: int = 2,
         height_features: bool = False,
+        ground_window: int = 0,
     ):
         super().__init__()
         self.grid = VoxelGrid(tuple(voxel_size), tuple(point_range))
@@ -75,6 +90,15 @@ class LidarEncoder(nn.Module):
             raise ValueError(f"grid {nx}x{ny} pillars is not divisible by out_stride {out_stride}")
         self.pfn = PillarFeatureNet(self.grid, tuple(pfn_channels), use_elongation)
         self.height_features = bool(height_features)
+        self.ground_window = int(ground_window)
+        if self.ground_window and (self.ground_window < 3 or self.ground_window % 2 == 0):
+            raise ValueError(
+                f"ground_window must be 0 (off) or an odd number >= 3 pillars, got {ground_window}"
+            )
+        if self.ground_window and not self.height_features:
+            raise ValueError(
+                "ground_window needs height_features: true (the ground is the pillars' lowest points)"
+            )
         #: channels of the BEV canvas: the pillar net's features (+ the height statistics)
         self.canvas_channels = self.pfn.out_channels + (len(HEIGHT_STATS) if self.height_features else 0)
         self.backbone = ResidualStages(self.canvas_channels, widths, depths, strides)
@@ -120,19 +144,27 @@ class LidarEncoder(nn.Module):
         count.index_add_(0, pt_cell, torch.ones_like(pt_cell, dtype=torch.float32))
         zsum = torch.zeros_like(count).index_add_(0, pt_cell, points[keep, 2].float())
         mean_z = torch.where(count > 0, zsum / count.clamp(min=1), torch.zeros_like(zsum))
+        mask = torch.zeros(b, h, w, dtype=torch.bool, device=points.device)
+        if mask_ratio > 0:
+            mask = torch.rand(b, h, w, device=points.device) < mask_ratio
+        ground = None
+        pillar_cell = (bi * ny + iy) * nx + ix
         if self.height_features:
             z_range = (self.grid.point_range[2], self.grid.point_range[5])
             stats = height_stats(points[keep, 2], pidx, pillars.num_pillars, z_range)
+            if self.ground_window:
+                hidden = mask[bi, iy // s, ix // s] if mask_ratio > 0 else None
+                stats, ground = ground_relative(
+                    stats, pillar_cell, (b, ny, nx), self.ground_window, s, hidden
+                )
             feats = torch.cat([feats.float(), stats], 1)
 
         canvas = feats.new_zeros((b * ny * nx, feats.shape[1]))
-        canvas = canvas.index_copy(0, (bi * ny + iy) * nx + ix, feats)
+        canvas = canvas.index_copy(0, pillar_cell, feats)
         canvas = canvas.view(b, ny, nx, -1).permute(0, 3, 1, 2)
-        mask = torch.zeros(b, h, w, dtype=torch.bool, device=points.device)
         if mask_ratio > 0:
             # every pillar of a masked cell, empty or not, becomes the mask token: the backbone cannot
             # tell occupied masked cells from empty ones
-            mask = torch.rand(b, h, w, device=points.device) < mask_ratio
             full = mask.repeat_interleave(s, 1).repeat_interleave(s, 2)[:, None]
             canvas = torch.where(full, self.mask_token.to(canvas.dtype)[None, :, None, None], canvas)
         # the canvas is laid out (B, H, W, C) in memory already: by default the convolutions run
@@ -140,4 +172,4 @@ class LidarEncoder(nn.Module):
         # head hands back NCHW maps
         layout = torch.channels_last if self.bev_channels_last else torch.contiguous_format
         bev = self.neck(self.backbone(canvas.contiguous(memory_format=layout)))
-        return LidarOutputs(bev, count.view(b, h, w), mean_z.view(b, h, w), mask)
+        return LidarOutputs(bev, count.view(b, h, w), mean_z.view(b, h, w), mask, ground)
