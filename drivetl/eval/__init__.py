@@ -33,6 +33,7 @@ from drivetl.eval._config import (
     LEVELS,
     Detections,
     EvalConfig,
+    in_region,
 )
 from drivetl.eval._evaluator import DetectionEvaluator
 from drivetl.eval._iou import bev_intersection_area, bev_iou, box_corners_bev, box_iou, iou_3d
@@ -77,6 +78,7 @@ __all__ = [
     "heading_accuracy",
     "heading_error_histogram",
     "hungarian_match",
+    "in_region",
     "iou_3d",
     "match_by_distance",
     "orientation_error",

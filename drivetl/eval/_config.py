@@ -294,3 +294,12 @@ class Detections:
     def from_boxes(boxes: Boxes, scores: Any) -> Detections:
         """Detections from a `Boxes` (its boxes and classes) and (P,) scores."""
         return Detections(boxes.boxes, scores, boxes.classes)
+
+
+def in_region(boxes: np.ndarray, region: Sequence[float] | None) -> np.ndarray:
+    """(M,) bool: box centres (M, >= 2) inside the BEV rectangle (x_min, y_min, x_max, y_max), metres
+    (the evaluation's default region is a model's detection range); all True when `region` is None."""
+    if region is None:
+        return np.ones(len(boxes), bool)
+    x0, y0, x1, y1 = region
+    return (boxes[:, 0] >= x0) & (boxes[:, 0] < x1) & (boxes[:, 1] >= y0) & (boxes[:, 1] < y1)

@@ -5,6 +5,9 @@ Two selection criteria (the run declares one; both are always logged):
 - ``val/ap`` (max): mean AP over the classes with ground truth, LEVEL_2, all ranges, on the small
   labeled validation split the data module declares (`drivetl.eval.DetectionEvaluator`; centre
   distance 2 m by default, or Waymo IoU thresholds). Needs labels on the validation frames only.
+  Scored as `drivetl evaluate` scores by default: only boxes whose centre lies in the model's BEV
+  range count, and an object with no point of the frame inside its box is left out (its
+  points are counted in the frame the model saw).
 - ``val/entropy`` (min): label-free; the mean binary entropy of the `top_k` highest heatmap peaks
   per frame. A model that has adapted to the target rig fires confidently on objects and stays
   quiet elsewhere; one that has not is unsure everywhere. It is a proxy: a model can be confidently
@@ -22,9 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from drivetl.data.canonicalize import points_in_boxes
 from drivetl.data.collate import Batch
 from drivetl.data.records import Boxes
-from drivetl.eval import DetectionEvaluator, EvalConfig
+from drivetl.eval import DetectionEvaluator, EvalConfig, in_region
 from drivetl.eval import Detections as EvalDetections
 from drivetl.train.metrics import centre_matches
 
@@ -37,6 +41,12 @@ def heatmap_entropy(heatmap: torch.Tensor, top_k: int = 50) -> torch.Tensor:
     peaks = p * (p == F.max_pool2d(p, 3, 1, 1))
     top = peaks.flatten(1).topk(min(top_k, peaks[0].numel()), dim=1).values.clamp(1e-6, 1 - 1e-6)
     return -(top * top.log() + (1 - top) * (1 - top).log()).mean(1)
+
+
+def _map_region(geometry) -> tuple[float, float, float, float]:
+    """(x_min, y_min, x_max, y_max) metres the model's BEV maps cover."""
+    g = geometry
+    return g.x_min, g.y_min, g.x_min + g.width * g.cell_x, g.y_min + g.height * g.cell_y
 
 
 class ValidationScores:
@@ -84,13 +94,24 @@ class ValidationScores:
         self.entropy_sum += float(ent.sum())
         self.frames += int(ent.shape[0])
         names = list(batch.classes)
+        region = _map_region(outputs.geometry)
         for i, (det, (boxes, labels)) in enumerate(zip(dets, gts, strict=True)):
+            pred_boxes = det.boxes.double().cpu().numpy()
+            seen = in_region(pred_boxes, region)
             pred = EvalDetections(
-                det.boxes.double().cpu().numpy(),
-                det.scores.double().cpu().numpy(),
-                tuple(self.classes[int(j)] for j in det.labels.cpu()),
+                pred_boxes[seen],
+                det.scores.double().cpu().numpy()[seen],
+                tuple(self.classes[int(j)] for j, k in zip(det.labels.cpu(), seen, strict=True) if k),
             )
-            gt = Boxes(boxes.double().cpu().numpy(), tuple(names[int(j)] for j in labels.cpu()))
+            gt_boxes = boxes.double().cpu().numpy()
+            inside = in_region(gt_boxes, region)
+            points = batch.points[int(batch.offsets[i]) : int(batch.offsets[i + 1]), :3].cpu().numpy()
+            counts = points_in_boxes(points, gt_boxes[inside]).sum(1).astype(np.int32)
+            gt = Boxes(
+                gt_boxes[inside],
+                tuple(names[int(j)] for j, k in zip(labels.cpu(), inside, strict=True) if k),
+                num_points=counts,
+            )
             self.evaluator.update(pred, gt, key=batch.keys[i])
 
     def compute(self) -> dict[str, float]:

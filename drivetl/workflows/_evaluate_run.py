@@ -24,7 +24,7 @@ from drivetl.data.canonicalize import canonicalize
 from drivetl.data.dataset import open_source
 from drivetl.data.records import Boxes, FrameKey
 from drivetl.errors import DataError
-from drivetl.eval import DetectionEvaluator, Detections
+from drivetl.eval import DetectionEvaluator, Detections, in_region
 from drivetl.models.adapters import adapted_forward
 from drivetl.workflows._eval_frames import SkippedFrame, frame_batches
 from drivetl.workflows._evaluate_load import LoadedModel
@@ -194,14 +194,6 @@ def run_model(
     run.positions = [p for p in range(len(data)) if p not in bad]
     run.seconds = time.perf_counter() - t0
     return run
-
-
-def in_region(boxes: np.ndarray, region: Sequence[float] | None) -> np.ndarray:
-    """(M,) bool: box centres (M, 7) inside the BEV rectangle (x_min, y_min, x_max, y_max), metres."""
-    if region is None:
-        return np.ones(len(boxes), bool)
-    x0, y0, x1, y1 = region
-    return (boxes[:, 0] >= x0) & (boxes[:, 0] < x1) & (boxes[:, 1] >= y0) & (boxes[:, 1] < y1)
 
 
 def accumulate(frames: Sequence[FramePrediction], config, region: Sequence[float] | None = None):

@@ -391,7 +391,7 @@ def _render(
     import numpy as np
 
     from drivetl.data.canonicalize import canonicalize
-    from drivetl.workflows._evaluate_run import in_region
+    from drivetl.eval import in_region
     from drivetl.workflows._renders import render_cameras
 
     n = len(kept)
