@@ -26,6 +26,7 @@ statistics, with the metadata `build_adapted` needs), ``finetuned.ckpt`` (a full
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -234,6 +235,8 @@ class FinetuneStart(Callback):
             if not isinstance(dm, FinetuneDataModule):
                 raise ConfigError("reestimate_norms needs the fine-tune data module (FinetuneDataModule)")
             pl_module.reestimate_norms(dm.norm_dataloader())
+        if getattr(pl_module.hparams, "start_candidate", False) and trainer.ckpt_path is None:
+            pl_module.remember_start()
 
 
 def step_checkpoint(dirpath: str | Path, step: int) -> Path:
@@ -303,6 +306,26 @@ class FinetuneCLI(DrivetlCLI):
         return self.model.monitor
 
 
+def _start_if_better(trainer: Trainer, module: FinetuneModule, best: str, score: Any) -> tuple[str, Any]:
+    """Validate the start weights (`FinetuneModule.start_candidate`) and keep them in `module` when they
+    beat the selected checkpoint's score; returns the (checkpoint, score) selected."""
+    start = getattr(module, "start_state", None)
+    if start is None or score is None or trainer.datamodule is None:
+        return best, score
+    metric, mode = module.monitor
+    chosen = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    module.load_state_dict(start)
+    results = trainer.validate(module, datamodule=trainer.datamodule, verbose=False)
+    value = float(results[0].get(metric, math.nan)) if results else math.nan
+    reference = float(score)
+    if not math.isnan(value) and (value > reference if mode == "max" else value < reference):
+        print(f"fine-tune: the start weights score {metric} {value:.4f}, better than {reference:.4f}: kept")
+        return "start", value
+    module.load_state_dict(chosen)
+    print(f"fine-tune: the start weights score {metric} {value:.4f}, the selected checkpoint {reference:.4f}")
+    return best, score
+
+
 def export_run(trainer: Trainer, module: FinetuneModule) -> dict[str, Any]:
     """Load the selected checkpoint's weights into `module` and write the run's exports (see module doc).
 
@@ -316,6 +339,7 @@ def export_run(trainer: Trainer, module: FinetuneModule) -> dict[str, Any]:
     if best and Path(best).is_file():
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
+    best, score = _start_if_better(trainer, module, best, score)
     tmp = run / f".{CHECKPOINT_FILE}.partial"
     trainer.save_checkpoint(tmp, weights_only=True)
     summary: dict[str, Any] = {}

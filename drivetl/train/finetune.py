@@ -83,6 +83,11 @@ class FinetuneModule(pl.LightningModule):
         used for it (by `FinetuneStart` at the start of fitting).
     self_training, pseudo_threshold, pseudo_weight, self_training_start_epoch: self-training.
     selection: checkpoint selection, val_ap (declared labeled val split) or label_free (val/entropy).
+    start_candidate: the weights fine-tuning starts from (after any BatchNorm re-estimation) compete
+        in the selection: after training they are validated once and exported instead of the best
+        checkpoint when they score better (`drivetl.train.export_run`), so a run that only made the
+        model worse on its validation frames ships its start. Not for a resumed run (its start
+        weights are not known).
     val_matcher: AP matching, distance (BEV centre within 2 m) or iou (Waymo thresholds).
     lr, weight_decay, warmup_steps: AdamW with warm-up then cosine decay to 5%.
     """
@@ -111,6 +116,7 @@ class FinetuneModule(pl.LightningModule):
         pseudo_weight: float = 1.0,
         self_training_start_epoch: int = 1,
         selection: Literal["val_ap", "label_free"] = "val_ap",
+        start_candidate: bool = True,
         val_matcher: Literal["distance", "iou"] = "distance",
         lr: float = 1e-3,
         weight_decay: float = 0.01,
@@ -262,6 +268,10 @@ class FinetuneModule(pl.LightningModule):
         self.norms_reestimated = True
         print(f"fine-tune: BatchNorm statistics re-estimated on {n} target batches")
         return n
+
+    def remember_start(self) -> None:
+        """Keep a copy of the weights training starts from (a selection candidate, `start_candidate`)."""
+        self.start_state = {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
 
     def on_train_start(self) -> None:
         """Log the trainable-parameter count."""
