@@ -8,7 +8,9 @@ Sizing for a 2-core CPU: a slim pillar detector over ±25.6 m (0.4 m pillars; th
 the pillar grid and the head sees all of it, 128 x 128 cells of 0.4 m, as PointPillars does),
 classes vehicle and pedestrian, the detection objective only; the head regresses sizes relative to
 per-class prior sizes, classifies the front of each box, and its backbone sees each pillar's highest
-and lowest point (``height_features``), as the configs in configs/pretrain do.
+and lowest point (``height_features``) as heights above the local ground, the lowest point within
+3.6 m (``ground_window`` 9 pillars), above which the head places each box's centre, as the configs
+in configs/pretrain do.
 The source rig is the Waymo-like rig's 64-beam top LiDAR (same beams, mounting and intensity
 encoding, half the azimuth columns to halve the point count; no perimeter LiDARs, no cameras); the
 fleet rig is ``fleet_xt32``'s LiDAR (32 beams, mounted lower and pitched, uint8 intensity; no camera).
@@ -74,6 +76,7 @@ def detector_config() -> dict[str, Any]:
                     "pfn_channels": [16],
                     "use_elongation": True,
                     "height_features": True,
+                    "ground_window": 9,
                     "widths": [16, 32, 48],
                     "depths": [1, 1, 1],
                     "strides": [1, 2, 2],
