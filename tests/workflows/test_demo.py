@@ -170,3 +170,22 @@ def test_lidar_runs_paste_inside_the_detector_range_and_fusion_runs_do_not(tmp_p
         labeled_fraction=0.1, batch_size=2, workers=0, seed=0, paste=False,
     )
     assert "paste" not in no_paste["data"]["init_args"]
+
+
+def test_shipped_pretraining_configs_use_the_demos_ground_window() -> None:
+    """What the demo measured is what configs/pretrain ship: heights above a local ground taken
+    over the same width (about 3.5 m) in every shipped LiDAR encoder."""
+    import yaml
+
+    from drivetl.workflows import _demo_config as cfg
+
+    demo = cfg.detector_config()["init_args"]["lidar"]["init_args"]
+    assert demo["height_features"] and demo["ground_window"] % 2 == 1
+    width = demo["ground_window"] * demo["voxel_size"][0]
+    shipped = sorted((cfg.rigs_dir().parent / "pretrain").glob("*.yaml"))
+    assert len(shipped) >= 4
+    for path in shipped:
+        lidar = yaml.safe_load(path.read_text())["model"]["init_args"]["detector"]["init_args"]["lidar"]
+        enc = lidar["init_args"]
+        assert enc["height_features"] and enc["ground_window"] % 2 == 1, path.name
+        assert abs(enc["ground_window"] * enc["voxel_size"][0] - width) < 0.25, path.name

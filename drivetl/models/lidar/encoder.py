@@ -59,7 +59,9 @@ class LidarEncoder(nn.Module):
     pillars (0: off): a local ground height, the lowest point within ``ground_window x
     ground_window`` pillars (`drivetl.models.lidar.local_ground`), is taken from the height
     statistics, which then hold heights above it, and is returned (`LidarOutputs.ground`) for the
-    head to place boxes relative to it; needs `height_features`.
+    head to place boxes relative to it; needs `height_features`. The minimum trusts every point: a
+    spurious return below the road (multipath, a puddle's reflection) lowers the ground of every
+    cell within the window.
     """
 
     #: run the BEV backbone and neck channels-last (the canvas's own layout) rather than NCHW
