@@ -5,9 +5,9 @@ Two selection criteria (the run declares one; both are always logged):
 - ``val/ap`` (max): mean AP over the classes with ground truth, LEVEL_2, all ranges, on the small
   labeled validation split the data module declares (`drivetl.eval.DetectionEvaluator`; centre
   distance 2 m by default, or Waymo IoU thresholds). Needs labels on the validation frames only.
-  Scored as `drivetl evaluate` scores by default: only boxes whose centre lies in the model's BEV
-  range count, and an object with no point of the frame inside its box is left out (its
-  points are counted in the frame the model saw).
+  Scored as `drivetl evaluate` scores its default region: only boxes whose centre lies in the
+  model's BEV range count, and an object with no point of the frame inside its box is left out
+  (its points are counted in the frame the model saw).
 - ``val/entropy`` (min): label-free; the mean binary entropy of the `top_k` highest heatmap peaks
   per frame. A model that has adapted to the target rig fires confidently on objects and stays
   quiet elsewhere; one that has not is unsure everywhere. It is a proxy: a model can be confidently
