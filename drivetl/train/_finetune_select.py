@@ -43,12 +43,6 @@ def heatmap_entropy(heatmap: torch.Tensor, top_k: int = 50) -> torch.Tensor:
     return -(top * top.log() + (1 - top) * (1 - top).log()).mean(1)
 
 
-def _map_region(geometry) -> tuple[float, float, float, float]:
-    """(x_min, y_min, x_max, y_max) metres the model's BEV maps cover."""
-    g = geometry
-    return g.x_min, g.y_min, g.x_min + g.width * g.cell_x, g.y_min + g.height * g.cell_y
-
-
 class ValidationScores:
     """Accumulates validation frames; `compute()` gives val/ap, val/recall, val/entropy (NaN: undefined)."""
 
@@ -94,7 +88,7 @@ class ValidationScores:
         self.entropy_sum += float(ent.sum())
         self.frames += int(ent.shape[0])
         names = list(batch.classes)
-        region = _map_region(outputs.geometry)
+        region = outputs.geometry.bounds
         for i, (det, (boxes, labels)) in enumerate(zip(dets, gts, strict=True)):
             pred_boxes = det.boxes.double().cpu().numpy()
             seen = in_region(pred_boxes, region)

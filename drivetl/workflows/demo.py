@@ -79,7 +79,7 @@ SEGMENT = 10  # frames per simulated street
 #: at the start), so the steps were 480 and 400. Object paste (`_demo_config._paste`) costs about
 #: 23 ms per source frame (tools/bench_paste.py): at seed 0 that plan took 628 s (pretraining
 #: 340 s, fine-tuning 129 s and 137 s; load 0.38 at the start), so the steps are 440 and 360.
-#: The ground window (`_demo_config.detector_config`) adds a min-pool per frame: 502 s at seed 0
+#: With the ground window (`_demo_config.detector_config`) the demo took 502 s at seed 0
 #: (pretraining 265 s, fine-tuning 106 s and 111 s; load 0.47 at the start).
 PRETRAIN_STEPS = 440
 FINETUNE_STEPS = 360

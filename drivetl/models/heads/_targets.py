@@ -25,6 +25,16 @@ class BEVGeometry:
     height: int
     width: int
 
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(x_min, y_min, x_max, y_max) metres the map covers."""
+        return (
+            self.x_min,
+            self.y_min,
+            self.x_min + self.width * self.cell_x,
+            self.y_min + self.height * self.cell_y,
+        )
+
 
 @dataclass(frozen=True)
 class HeadTargets:
