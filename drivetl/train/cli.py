@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
+from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
@@ -72,6 +73,16 @@ LABELED_FILE = "labeled_frames.txt"
 CHECKPOINT_EVERY_N_STEPS = 500
 
 
+def training_threads(workers: int, cores: int | None = None) -> int:
+    """torch's intra-op threads for training on the CPU beside `workers` loader processes: the cores
+    this process may run on (`cores`, default its CPU affinity) less one per worker, at least one.
+    More threads than free cores wait on each other: on two cores, pretraining the demo's detector
+    with two loader workers ran 1.69 steps/s with torch's default two threads and 2.56 with one."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, int(cores) - max(0, int(workers)))
+
+
 class DrivetlCLI(LightningCLI):
     """LightningCLI with drivetl's defaults: run folder, TensorBoard + CSV logs, Rich progress bar,
     best/last checkpoints on `monitor()`, bf16-mixed on a GPU that supports it."""
@@ -106,6 +117,7 @@ class DrivetlCLI(LightningCLI):
         """Delete the temporary checkpoint files a killed run left in the run and checkpoint folders;
         refuse ``--ckpt_path last`` when the run folder has no checkpoint yet (Lightning would start
         from scratch with a warning, which a resumed run must not do silently)."""
+        self._cpu_threads()
         callbacks = self.trainer.checkpoint_callbacks
         folders = sorted({c.dirpath for c in callbacks if getattr(c, "dirpath", None)})
         steps = [c.dirpath for c in self.trainer.callbacks if isinstance(c, StepCheckpoints)]
@@ -120,6 +132,16 @@ class DrivetlCLI(LightningCLI):
                 f"--ckpt_path last: no last.ckpt in {where} yet, so there is nothing to resume; start "
                 "without --ckpt_path, or pass the checkpoint file to resume from"
             )
+
+    def _cpu_threads(self) -> None:
+        """Training on the CPU: lower torch's intra-op threads to `training_threads` of the data
+        module's loader workers (`fit_cli` puts the previous count back when fit returns)."""
+        if not isinstance(self.trainer.accelerator, CPUAccelerator):
+            return
+        workers = getattr(getattr(self.datamodule, "hparams", None), "num_workers", 0) or 0
+        threads = training_threads(workers)
+        if threads < torch.get_num_threads():
+            torch.set_num_threads(threads)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         callbacks.extend(self.extra_callbacks())
@@ -176,6 +198,7 @@ def fit_cli(
     # the data modules resume their training order themselves (`state_dict`, drivetl.data.sampling):
     # Lightning's warning that the loaders cannot resume part-way through an epoch does not apply
     warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
+    threads = torch.get_num_threads()
     try:
         return cli_class(
             model_class,
@@ -192,6 +215,8 @@ def fit_cli(
         if cause is not None and cause is not exc:
             raise cause from None
         raise
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _drivetl_cause(exc: BaseException) -> DrivetlError | None:

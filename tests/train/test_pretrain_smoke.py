@@ -112,3 +112,33 @@ def _two_steps(config: Path, data: Path, tmp_path: Path) -> None:
     assert meta["arch"] == "drivetl.models.BEVDetector" and meta["rigs"] == ["waymo"]
     assert meta["classes"] == ["vehicle", "pedestrian", "cyclist", "sign"]
     assert (run / "csv").is_dir() and (run / "tb").is_dir()
+
+
+def test_training_threads_leave_a_core_per_loader_worker() -> None:
+    from drivetl.train.cli import training_threads
+
+    assert training_threads(2, cores=2) == 1
+    assert training_threads(1, cores=2) == 1
+    assert training_threads(0, cores=2) == 2
+    assert training_threads(4, cores=16) == 12
+    assert training_threads(0, cores=1) == 1
+
+
+def test_cpu_training_lowers_threads_and_puts_them_back(
+    sim_waymo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During fit torch runs `training_threads` threads; afterwards the caller's count is back."""
+    import drivetl.train.cli as cli
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    calls: list[tuple[int, int]] = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(cli, "training_threads", lambda workers, cores=None: calls.append((workers, -1)) or 1)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append((-1, n)) or real(n))
+    try:
+        _two_steps(ROOT / "configs" / "pretrain" / "tiny_lidar.yaml", sim_waymo, tmp_path)
+        assert calls == [(0, -1), (-1, 1), (-1, 2)]
+        assert torch.get_num_threads() == 2
+    finally:
+        real(before)
