@@ -9,7 +9,7 @@ refreshing ``last.ckpt`` every ``--checkpoint_every_n_steps`` training steps (de
 random generators' states in every checkpoint (`RandomState`), checkpoints written under a temporary
 name and renamed (`AtomicCheckpointIO`; a killed run's temporary files are deleted when the next
 one starts), and bf16 mixed precision on a GPU that supports it when ``trainer.precision`` is left
-unset. With the data module's position in the training order (`drivetl.data.sampling`), a resumed
+unset; ``--cpu_threads N|auto`` sets torch's threads while training on the CPU. With the data module's position in the training order (`drivetl.data.sampling`), a resumed
 run repeats the run it continues (docs/finetune.md, "Stopping and resuming"). Pretraining
 selects by ``val/loss``; fine-tuning by the module's selection metric (``val/ap`` max or
 ``val/entropy`` min).
@@ -74,10 +74,8 @@ CHECKPOINT_EVERY_N_STEPS = 500
 
 
 def training_threads(workers: int, cores: int | None = None) -> int:
-    """torch's intra-op threads for training on the CPU beside `workers` loader processes: the cores
-    this process may run on (`cores`, default its CPU affinity) less one per worker, at least one.
-    More threads than free cores wait on each other: on two cores, pretraining the demo's detector
-    with two loader workers ran 1.69 steps/s with torch's default two threads and 2.56 with one."""
+    """``--cpu_threads auto``: the cores this process may run on (`cores`, default its CPU affinity)
+    less one per loader worker, at least one."""
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, int(cores) - max(0, int(workers)))
@@ -99,11 +97,17 @@ class DrivetlCLI(LightningCLI):
         return []
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """``--checkpoint_every_n_steps N``: also save ``last.ckpt`` every N training steps (0: off)."""
+        """``--checkpoint_every_n_steps N``: also save ``last.ckpt`` every N training steps (0: off).
+        ``--cpu_threads N|auto``: torch's intra-op threads while training on the CPU."""
         parser.add_argument(
             "--checkpoint_every_n_steps", type=int, default=CHECKPOINT_EVERY_N_STEPS,
             help="also save checkpoints/last.ckpt every N training steps, so a killed run loses at most "
             "N steps (0: only at validation)",
+        )
+        parser.add_argument(
+            "--cpu_threads", type=int | str | None, default=None,
+            help="torch's threads while training on the CPU (default: torch's, one per core; auto: "
+            "the cores less one per loader worker, faster when the workers are busy all the time)",
         )
 
     def _every_n_steps(self) -> int:
@@ -134,14 +138,22 @@ class DrivetlCLI(LightningCLI):
             )
 
     def _cpu_threads(self) -> None:
-        """Training on the CPU: lower torch's intra-op threads to `training_threads` of the data
-        module's loader workers (`fit_cli` puts the previous count back when fit returns)."""
-        if not isinstance(self.trainer.accelerator, CPUAccelerator):
+        """Training on the CPU with ``--cpu_threads``: set torch's intra-op threads (`fit_cli` puts
+        the previous count back when fit returns). Threads and busy loader workers that outnumber
+        the cores wait on each other: on two cores, pretraining the demo's detector (Waymo frames
+        decoded and objects pasted in two workers) ran 1.69 steps/s with two threads and 2.56 with
+        one, while fine-tuning it on small fleet frames ran faster with two."""
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        value = (config or {}).get("cpu_threads")
+        if value is None:
             return
-        workers = getattr(getattr(self.datamodule, "hparams", None), "num_workers", 0) or 0
-        threads = training_threads(workers)
-        if threads < torch.get_num_threads():
-            torch.set_num_threads(threads)
+        if value == "auto":
+            workers = getattr(getattr(self.datamodule, "hparams", None), "num_workers", 0) or 0
+            value = training_threads(workers)
+        elif isinstance(value, str) or int(value) < 1:
+            raise ConfigError(f"--cpu_threads must be a number >= 1 or auto, got {value!r}")
+        if isinstance(self.trainer.accelerator, CPUAccelerator):
+            torch.set_num_threads(int(value))
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         callbacks.extend(self.extra_callbacks())

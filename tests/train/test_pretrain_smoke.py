@@ -75,7 +75,7 @@ def test_pretraining_reads_waymo_v2(tmp_path_factory, tmp_path: Path) -> None:
     _two_steps(ROOT / "configs" / "pretrain" / "tiny_lidar.yaml", data, tmp_path)
 
 
-def _two_steps(config: Path, data: Path, tmp_path: Path) -> None:
+def _two_steps(config: Path, data: Path, tmp_path: Path, extra: list[str] | None = None) -> None:
     run = tmp_path / "run"
     argv = [
         "pretrain",
@@ -102,6 +102,7 @@ def _two_steps(config: Path, data: Path, tmp_path: Path) -> None:
         "--data.init_args.num_workers",
         "0",
     ]
+    argv += extra or []
     if yaml.safe_load(config.read_text())["data"]["init_args"].get("image_size"):
         argv += ["--data.init_args.image_size", "[32, 48]"]
     assert main(argv) == 0
@@ -124,21 +125,46 @@ def test_training_threads_leave_a_core_per_loader_worker() -> None:
     assert training_threads(0, cores=1) == 1
 
 
-def test_cpu_training_lowers_threads_and_puts_them_back(
-    sim_waymo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("option", "expected"), [("auto", 2), ("1", 1)])
+def test_cpu_threads_set_during_fit_and_put_back(
+    option: str, expected: int, sim_waymo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """During fit torch runs `training_threads` threads; afterwards the caller's count is back."""
+    """``--cpu_threads``: torch runs that many threads during fit (auto: the cores less the loader
+    workers, here 3 cores and 1 worker); afterwards the caller's count is back."""
     import drivetl.train.cli as cli
 
     before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    calls: list[tuple[int, int]] = []
-    real = torch.set_num_threads
-    monkeypatch.setattr(cli, "training_threads", lambda workers, cores=None: calls.append((workers, -1)) or 1)
-    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append((-1, n)) or real(n))
+    real, real_threads = torch.set_num_threads, cli.training_threads
+    calls: list[int] = []
+    monkeypatch.setattr(cli, "training_threads", lambda workers, cores=None: real_threads(workers, cores=3))
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n) or real(n))
+    real(3)
     try:
-        _two_steps(ROOT / "configs" / "pretrain" / "tiny_lidar.yaml", sim_waymo, tmp_path)
-        assert calls == [(0, -1), (-1, 1), (-1, 2)]
-        assert torch.get_num_threads() == 2
+        _two_steps(
+            ROOT / "configs" / "pretrain" / "tiny_lidar.yaml",
+            sim_waymo,
+            tmp_path,
+            ["--cpu_threads", option, "--data.init_args.num_workers", "1"],
+        )
+        assert calls == [expected, 3]
+        assert torch.get_num_threads() == 3
     finally:
         real(before)
+
+
+def test_cpu_threads_refuses_zero(sim_waymo: Path, tmp_path: Path, capsys) -> None:
+    before = torch.get_num_threads()
+    argv = [
+        "pretrain",
+        "--config",
+        str(ROOT / "configs" / "pretrain" / "tiny_lidar.yaml"),
+        "--data.root",
+        str(sim_waymo),
+        "--trainer.default_root_dir",
+        str(tmp_path / "run"),
+        "--cpu_threads",
+        "0",
+    ]
+    assert main(argv) == 2
+    assert "--cpu_threads must be a number >= 1 or auto, got 0" in capsys.readouterr().err
+    assert torch.get_num_threads() == before
