@@ -115,8 +115,11 @@ def pretrain_config(
     root: Path, data: Path, steps: int, batch_size: int, workers: int, seed: int, paste: bool = True
 ) -> dict:
     """Supervised pretraining on the source set (the last 10% of frames validate); `paste`: with
-    object paste (the LiDAR-only runs; a camera would not see the pasted objects)."""
+    object paste (the LiDAR-only runs; a camera would not see the pasted objects). Torch's threads
+    leave a core to each loader worker (``cpu_threads: auto``): decoding Waymo frames and pasting
+    objects keep the workers busy all the time."""
     cfg = _trainer(root, steps, max(1, steps // 2), seed)
+    cfg["cpu_threads"] = "auto"
     cfg["model"] = {
         "class_path": "drivetl.train.PretrainModule",
         "init_args": {
