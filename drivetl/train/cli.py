@@ -9,10 +9,10 @@ refreshing ``last.ckpt`` every ``--checkpoint_every_n_steps`` training steps (de
 random generators' states in every checkpoint (`RandomState`), checkpoints written under a temporary
 name and renamed (`AtomicCheckpointIO`; a killed run's temporary files are deleted when the next
 one starts), and bf16 mixed precision on a GPU that supports it when ``trainer.precision`` is left
-unset; ``--cpu_threads N|auto`` sets torch's threads while training on the CPU. With the data module's position in the training order (`drivetl.data.sampling`), a resumed
-run repeats the run it continues (docs/finetune.md, "Stopping and resuming"). Pretraining
-selects by ``val/loss``; fine-tuning by the module's selection metric (``val/ap`` max or
-``val/entropy`` min).
+unset; ``--cpu_threads N|auto`` sets torch's threads while training on the CPU. With the data
+module's position in the training order (`drivetl.data.sampling`), a resumed run repeats the run
+it continues (docs/finetune.md, "Stopping and resuming"). Pretraining selects by ``val/loss``;
+fine-tuning by the module's selection metric (``val/ap`` max or ``val/entropy`` min).
 
 Fine-tuning wires the model and its data explicitly here: the model's `batch_spec` (what the
 pretrained encoders take) and its self-training flag are linked into the data module when both are
