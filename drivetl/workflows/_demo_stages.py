@@ -189,8 +189,9 @@ def finetune_job(
 
     Starts from the pretrained checkpoint (`start`, default the demo's LiDAR-only one), or (from
     scratch) from a random initialization saved like one, so both runs share the data, the steps
-    and the selection. callbacks: ``class_path``/``init_args`` entries for ``trainer.callbacks``.
-    paste: with object paste (`_demo_config.finetune_config`)."""
+    and the selection; the peak learning rate is `_demo_config.FINETUNE_LR` from the pretrained
+    model, `SCRATCH_LR` from scratch. callbacks: ``class_path``/``init_args`` entries for
+    ``trainer.callbacks``. paste: with object paste (`_demo_config.finetune_config`)."""
     from drivetl.train.cli import run_finetune
 
     _quiet_lightning()
@@ -210,6 +211,7 @@ def finetune_job(
         batch_size=plan.batch_size,
         workers=plan.workers,
         seed=plan.seed,
+        lr=cfg.FINETUNE_LR if pretrained else cfg.SCRATCH_LR,
         paste=paste,
     )
     if callbacks:

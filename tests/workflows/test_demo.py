@@ -146,6 +146,19 @@ def test_tiny_demo_end_to_end(tmp_path) -> None:
     assert set(doc["other_matchers"]) == {"bev", "distance"}
     assert set(doc["box_errors"]["adapted"]) == {"vehicle", "pedestrian"}
     assert (out / "report" / "heading_errors.png").is_file()
+    # what each run was given: fine-tuning from the pretrained model at the lower learning rate,
+    # the from-scratch run at the higher one, pretraining with a core left to each loader worker
+    import yaml
+
+    from drivetl.workflows import _demo_config as cfg
+
+    written = {
+        k: yaml.safe_load((out / "configs" / f"{k}.yaml").read_text())
+        for k in ("pretrain", "adapt", "scratch")
+    }
+    assert written["adapt"]["model"]["init_args"]["lr"] == cfg.FINETUNE_LR < cfg.SCRATCH_LR
+    assert written["scratch"]["model"]["init_args"]["lr"] == cfg.SCRATCH_LR
+    assert written["pretrain"]["cpu_threads"] == "auto" and "cpu_threads" not in written["adapt"]
 
 
 def test_lidar_runs_paste_inside_the_detector_range_and_fusion_runs_do_not(tmp_path) -> None:
