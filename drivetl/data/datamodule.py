@@ -377,6 +377,7 @@ class FinetuneDataModule(FrameDataModule):
             "unlabeled": self._dataset(f.unlabeled, augmented=True, stream=1),  # drawn apart from labeled
             "val": self._dataset(f.val, augmented=False),
             "norm": self._dataset(f.norm, augmented=False),
+            "labeled_plain": self._dataset(f.labeled, augmented=False),
         }
 
     def _training_sets(self) -> dict[str, FrameDataset]:
@@ -404,3 +405,7 @@ class FinetuneDataModule(FrameDataModule):
     def norm_dataloader(self) -> DataLoader:
         """Every target training frame (labeled or not), un-augmented, in order: BatchNorm re-estimation."""
         return self._loader(self._sets["norm"])
+
+    def calibration_dataloader(self) -> DataLoader:
+        """The labeled target frames, un-augmented (no paste), in order: size recalibration."""
+        return self._loader(self._sets["labeled_plain"])

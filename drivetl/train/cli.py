@@ -258,7 +258,8 @@ class FinetuneStart(Callback):
     """At the start of fine-tuning: hands the data module's target frames to the module.
 
     Writes ``<run>/labeled_frames.txt`` (rank 0), prints the frame counts, and, when the module
-    re-estimates BatchNorm statistics, runs it on the data module's `norm_dataloader`.
+    re-estimates BatchNorm statistics, runs it on the data module's `norm_dataloader`; then, when it
+    recalibrates its size priors, runs that on the `calibration_dataloader` (the labeled frames).
     """
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -273,6 +274,10 @@ class FinetuneStart(Callback):
             if not isinstance(dm, FinetuneDataModule):
                 raise ConfigError("reestimate_norms needs the fine-tune data module (FinetuneDataModule)")
             pl_module.reestimate_norms(dm.norm_dataloader())
+        if getattr(pl_module.hparams, "recalibrate_sizes", False) and pl_module.size_bias is None:
+            if not isinstance(dm, FinetuneDataModule):
+                raise ConfigError("recalibrate_sizes needs the fine-tune data module (FinetuneDataModule)")
+            pl_module.recalibrate_sizes(dm.calibration_dataloader())
         if getattr(pl_module.hparams, "start_candidate", False) and trainer.ckpt_path is None:
             pl_module.remember_start()
 

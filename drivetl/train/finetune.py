@@ -56,6 +56,7 @@ from drivetl.models.checkpoint import (
 )
 from drivetl.train._finetune_select import ValidationScores, pseudo_label_batch
 from drivetl.train._optim import adamw_warmup_cosine
+from drivetl.train._size_priors import SizeBias, SizeBiasCounter
 from drivetl.train.losses import detection_loss
 
 __all__ = ["SELECTION", "FinetuneModule"]
@@ -81,6 +82,10 @@ class FinetuneModule(pl.LightningModule):
     reestimate_norms: re-estimate BatchNorm statistics on the target training frames before training
         (None: as the method's table row says: on for norm and domain_norm); norm_batches: batches
         used for it (by `FinetuneStart` at the start of fitting).
+    recalibrate_sizes: before training, scale each class's size prior by the pretrained model's size
+        bias on the labeled target frames (median label / detection size of pairs within 1 m, per
+        dimension; `drivetl.train._size_priors`), after any BatchNorm re-estimation. Needs a head
+        with ``size_priors``. The new priors go into the detector config the run writes.
     self_training, pseudo_threshold, pseudo_weight, self_training_start_epoch: self-training.
     selection: checkpoint selection, val_ap (declared labeled val split) or label_free (val/entropy).
     start_candidate: the weights fine-tuning starts from (after any BatchNorm re-estimation) compete
@@ -111,6 +116,7 @@ class FinetuneModule(pl.LightningModule):
         last_k: int = 1,
         reestimate_norms: bool | None = None,
         norm_batches: int = 50,
+        recalibrate_sizes: bool = False,
         self_training: bool = False,
         pseudo_threshold: float = 0.5,
         pseudo_weight: float = 1.0,
@@ -191,6 +197,13 @@ class FinetuneModule(pl.LightningModule):
         }
         self.rigs: set[str] = set()
         self.norms_reestimated = False
+        #: the size bias taken into the priors (None: not recalibrated)
+        self.size_bias: SizeBias | None = None
+        if recalibrate_sizes and self.model.head.log_priors is None:
+            raise ConfigError(
+                "model.recalibrate_sizes needs a head that regresses sizes relative to priors "
+                "(detector init_args.size_priors); this checkpoint's head has none"
+            )
         self._teacher: list = []  # a plain list keeps the teacher out of the state dict
         self.scores = ValidationScores(
             list(self.model.classes), val_matcher, recall_distance, score_threshold
@@ -268,6 +281,43 @@ class FinetuneModule(pl.LightningModule):
         self.norms_reestimated = True
         print(f"fine-tune: BatchNorm statistics re-estimated on {n} target batches")
         return n
+
+    @torch.no_grad()
+    def recalibrate_sizes(self, batches: Iterable[Batch]) -> SizeBias:
+        """Move the head's size priors by the model's size bias on the labeled target `batches` (un-
+        augmented), once; the detector config follows, so checkpoints and adapter files rebuild
+        the recalibrated head."""
+        if self.size_bias is not None:
+            return self.size_bias
+        head = self.model.head
+        counter = SizeBiasCounter(self.model.classes, score_threshold=self.hparams.score_threshold)
+        was_training = self.model.training
+        self.model.eval()
+        frames = 0
+        for batch in batches:
+            batch = batch.to(self.device)
+            for i, det in enumerate(adapted_forward(self.model, batch).detections()):
+                counter.update(det.boxes, det.scores, det.labels, *batch.frame_boxes(i))
+            frames += batch.batch_size
+        self.model.train(was_training)
+        frozen_norms_eval(self.model)
+        bias = counter.compute()
+        for k, ratio in enumerate(bias.log_ratio):
+            if ratio is not None:
+                head.log_priors[k] += torch.tensor(ratio).to(head.log_priors)
+        self._set_priors(head.log_priors.exp().tolist())
+        self.size_bias = bias
+        print(f"fine-tune: size priors recalibrated on {frames} labeled frames: {bias.describe()}")
+        return bias
+
+    def _set_priors(self, priors: list[list[float]]) -> None:
+        """The head's size priors (K x 3 metres, class order) and the detector config's."""
+        head = self.model.head
+        head.log_priors.copy_(torch.tensor(priors, dtype=head.log_priors.dtype).log())
+        args = self.detector_config.setdefault("init_args", {})
+        args["size_priors"] = {
+            c: [round(float(v), 6) for v in row] for c, row in zip(self.model.classes, priors, strict=True)
+        }
 
     def remember_start(self) -> None:
         """Keep a copy of the weights training starts from (a selection candidate, `start_candidate`)."""
@@ -391,6 +441,13 @@ class FinetuneModule(pl.LightningModule):
                     "share": count.share,
                 },
                 "norms_reestimated": self.norms_reestimated,
+                "size_recalibration": None
+                if self.size_bias is None
+                else {
+                    "classes": list(self.size_bias.classes),
+                    "log_ratio": [list(r) if r is not None else None for r in self.size_bias.log_ratio],
+                    "pairs": list(self.size_bias.pairs),
+                },
                 "pretrained": plain_builtins(self.pretrained_meta) | {"path": str(self.hparams.pretrained)},
             }
         )
@@ -402,6 +459,16 @@ class FinetuneModule(pl.LightningModule):
         meta = checkpoint.get(META_KEY) or {}
         self.norms_reestimated = bool(meta.get("norms_reestimated", False))
         self.rigs.update(meta.get("rigs") or [])
+        recal = meta.get("size_recalibration")
+        if recal and self.size_bias is None:
+            # the priors are not in the state dict: a resumed run takes them from the metadata
+            priors = ((meta.get("detector") or {}).get("init_args") or {}).get("size_priors")
+            self._set_priors([list(priors[c]) for c in self.model.classes])
+            self.size_bias = SizeBias(
+                tuple(recal["classes"]),
+                tuple(tuple(r) if r is not None else None for r in recal["log_ratio"]),
+                tuple(recal["pairs"]),
+            )
         self._teacher.clear()
         teacher_state = checkpoint.get(TEACHER_KEY)
         if teacher_state is not None:
