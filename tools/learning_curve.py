@@ -27,19 +27,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="simulation/data worker processes")
     parser.add_argument(
+        "--fleet-region",
+        choices=("us", "eu"),
+        default="eu",
+        help="the region of the fleet's streets, as `drivetl demo --fleet-region` (default eu)",
+    )
+    parser.add_argument(
         "--steps",
         help="comma-separated fine-tuning step counts to evaluate (default: 0 and 1/8 .. 4 times the "
         "demo's fine-tuning steps at --scale)",
     )
     args = parser.parse_args(argv)
-    demo = DemoPlan.for_scale(args.out, args.scale, args.seed, workers=max(1, args.workers))
+    demo = DemoPlan.for_scale(
+        args.out, args.scale, args.seed, workers=max(1, args.workers), fleet_region=args.fleet_region
+    )
     try:
         steps = tuple(int(s) for s in args.steps.split(",") if s) if args.steps else None
     except ValueError:
         parser.error(f"--steps {args.steps!r}: give comma-separated integers")
     plan = CurvePlan(demo, steps or default_steps(demo.finetune_steps))
     print(
-        f"learning curve: scale {demo.scale:g}, seed {demo.seed}, folder {demo.out}; source "
+        f"learning curve: scale {demo.scale:g}, seed {demo.seed}, fleet region {demo.fleet_region}, "
+        f"folder {demo.out}; source "
         f"{demo.source_frames} frames, pretrain {demo.pretrain_steps} steps; {demo.labeled_frames} labeled "
         f"fleet frames, {demo.fleet_test_frames} test frames; checkpoints at {list(plan.steps)}",
         flush=True,

@@ -7,13 +7,14 @@ from pathlib import Path
 
 DESCRIPTION = (
     "Run the whole chain on simulated data: a Waymo-format source set and a fleet set from a different "
-    "rig (fleet_xt32), supervised pretraining on the source, LoRA adapters fine-tuned on 10%% of the fleet "
-    "labels, the same recipe from scratch, and an evaluation of scratch, source-only and adapted on held-out "
-    "fleet streets. About ten minutes on two quiet CPU cores at --scale 1; stages already done are "
-    "skipped, so an interrupted demo resumes. --modality fusion keeps a front camera on both rigs (the "
-    "fleet's with other intrinsics, distortion and mounting), also pretrains and adapts a LiDAR + camera "
-    "detector, and reports LiDAR-only against fusion with the fusion health; in a folder where the "
-    "LiDAR-only demo ran, its trained models are reused."
+    "rig (fleet_xt32) in another region (smaller vehicles), supervised pretraining on the source, LoRA "
+    "adapters fine-tuned on 10% of the fleet labels, the same recipe from scratch, and an evaluation of "
+    "scratch, source-only and adapted on held-out fleet streets. About ten minutes on two quiet CPU "
+    "cores at --scale 1; stages already done are skipped, so an interrupted demo resumes. --modality "
+    "fusion keeps a front camera on both rigs (the fleet's with other intrinsics, distortion and "
+    "mounting), also pretrains and adapts a LiDAR + camera detector, and reports LiDAR-only against "
+    "fusion with the fusion health; in a folder where the LiDAR-only demo ran, its trained models are "
+    "reused."
 )
 
 
@@ -39,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "compared side by side",
     )
     parser.add_argument(
+        "--fleet-region",
+        choices=("us", "eu"),
+        default="eu",
+        help="the region whose object sizes and street layout the fleet's streets follow (default eu; "
+        "the source is us, as Waymo's cities)",
+    )
+    parser.add_argument(
         "--force",
         action="store_true",
         help="rerun every stage from nothing, even those already done (clears the simulated frames, and the "
@@ -56,9 +64,17 @@ def run(args: argparse.Namespace) -> int:
     from drivetl.workflows.demo import DemoPlan, run_demo
 
     plan = DemoPlan.for_scale(
-        args.out, args.scale, args.seed, workers=max(1, args.workers), modality=args.modality
+        args.out,
+        args.scale,
+        args.seed,
+        workers=max(1, args.workers),
+        modality=args.modality,
+        fleet_region=args.fleet_region,
     )
-    print(f"drivetl demo: {plan.modality}, scale {plan.scale:g}, seed {plan.seed}, folder {plan.out}")
+    print(
+        f"drivetl demo: {plan.modality}, scale {plan.scale:g}, seed {plan.seed}, fleet region "
+        f"{plan.fleet_region}, folder {plan.out}"
+    )
     print(
         f"  source {plan.source_frames} frames; fleet {plan.fleet_train_frames} train "
         f"({plan.labeled_frames} labeled) / {plan.fleet_val_frames} val / {plan.fleet_test_frames} test; "

@@ -25,22 +25,41 @@ RANGE_EDGES = (0.0, 10.0, 20.0, math.inf)
 MODELS = ("scratch", "source-only", "adapted")
 
 
-#: simulate(rig, frames, out, format, seed, workers, progress) -> summary lines (`simulate` by default)
+#: simulate(rig, frames, out, format, seed, workers, progress, region) -> summary lines (`simulate`
+#: by default)
 Simulate = Callable[..., list[str]]
 
 
-def simulate(rig, frames: int, out: Path, fmt: str, seed: int, workers: int, progress) -> list[str]:
-    """Render `frames` frames of `rig` into `out` (Waymo or team format); the summary lines."""
+def simulate(
+    rig, frames: int, out: Path, fmt: str, seed: int, workers: int, progress, region: str
+) -> list[str]:
+    """Render `frames` frames of `rig` into `out` (Waymo or team format) in streets of `region`'s
+    statistics (`drivetl.sim.regions`); the summary lines."""
     from drivetl.sim import SimulationPlan, simulate_dataset
 
     plan = SimulationPlan(
-        rig=rig, frames=frames, out=out, format=fmt, seed=seed, frames_per_segment=10, shard_frames=10
+        rig=rig,
+        frames=frames,
+        out=out,
+        format=fmt,
+        seed=seed,
+        frames_per_segment=10,
+        shard_frames=10,
+        region=region,
     )
     return simulate_dataset(plan, workers=workers, progress=progress).lines()
 
 
 def _sim(
-    simulate: Simulate, rig, frames: int, out: Path, fmt: str, seed: int, workers: int, log: Callable
+    simulate: Simulate,
+    rig,
+    frames: int,
+    out: Path,
+    fmt: str,
+    seed: int,
+    workers: int,
+    log: Callable,
+    region: str,
 ) -> None:
     done = [0]
 
@@ -49,7 +68,7 @@ def _sim(
         if done[0] % 10 == 0 or done[0] == frames:
             log(f"  {rig.name}: {done[0]}/{frames} frames")
 
-    for line in simulate(rig, frames, out, fmt, seed, workers, progress):
+    for line in simulate(rig, frames, out, fmt, seed, workers, progress, region):
         log("  " + line)
 
 
@@ -71,6 +90,7 @@ def simulate_source(plan, simulate: Simulate, log: Callable, rig=None) -> None:
         plan.seed,
         sim_workers(plan),
         log,
+        cfg.SOURCE_REGION,
     )
 
 
@@ -94,6 +114,7 @@ def simulate_fleet(plan, simulate: Simulate, log: Callable, rig=None) -> None:
         plan.seed + 1000,
         sim_workers(plan),
         log,
+        plan.fleet_region,
     )
     keys = sorted(TeamReader(root).keys)
     segments = sorted({k.segment for k in keys})

@@ -5,7 +5,8 @@ records what it was run with in ``stages/<name>.json``; a changed plan reruns it
 
 1. ``source``  — simulate the Waymo-format source set (Waymo-like top LiDAR, TFRecords);
 2. ``fleet``   — simulate the fleet set (``fleet_xt32``, team format) with splits train / val / test
-   by street (segment), so test streets are never seen in training;
+   by street (segment), so test streets are never seen in training; its streets follow another
+   region's statistics than the source's (`_demo_config.FLEET_REGION`: smaller vehicles);
 3. ``pretrain`` — supervised pretraining on the source set (`drivetl pretrain`);
 4. ``adapt``   — LoRA adapters + head fine-tuned on a small labeled fraction of the fleet train split
    (`drivetl finetune`, pretrained tensors frozen);
@@ -47,6 +48,7 @@ from typing import Any
 
 from drivetl._io import atomic_write_text
 from drivetl.errors import ConfigError
+from drivetl.workflows import _demo_config as cfg
 from drivetl.workflows import _demo_fusion as f
 from drivetl.workflows import _demo_stages as s
 
@@ -110,14 +112,24 @@ class DemoPlan:
     workers: int = 2
     modality: str = "lidar"
     camera_scale: float = CAMERA_SCALE
+    fleet_region: str = cfg.FLEET_REGION
 
     def __post_init__(self) -> None:
+        from drivetl.sim.regions import REGIONS
+
         if self.modality not in MODALITIES:
             raise ConfigError(f"--modality {self.modality!r}: choose one of {', '.join(MODALITIES)}")
+        if self.fleet_region not in REGIONS:
+            raise ConfigError(f"--fleet-region {self.fleet_region!r}: choose one of {', '.join(REGIONS)}")
 
     @staticmethod
     def for_scale(
-        out: str | Path, scale: float = 1.0, seed: int = 0, workers: int = 2, modality: str = "lidar"
+        out: str | Path,
+        scale: float = 1.0,
+        seed: int = 0,
+        workers: int = 2,
+        modality: str = "lidar",
+        fleet_region: str = cfg.FLEET_REGION,
     ) -> DemoPlan:
         """The plan at `scale` (1: CPU-sized): frames and steps grow linearly, frames in whole streets."""
         if not scale > 0:
@@ -138,6 +150,7 @@ class DemoPlan:
             finetune_steps=max(2, int(FINETUNE_STEPS * scale)),
             workers=workers,
             modality=modality,
+            fleet_region=fleet_region,
         )
 
     @property
@@ -171,7 +184,7 @@ class DemoPlan:
         d.pop("workers")
         keep = {
             "source": ("seed", "source_frames"),
-            "fleet": ("seed", "fleet_train_frames", "fleet_val_frames", "fleet_test_frames"),
+            "fleet": ("seed", "fleet_train_frames", "fleet_val_frames", "fleet_test_frames", "fleet_region"),
             "pretrain": ("seed", "source_frames", "pretrain_steps", "batch_size"),
             "adapt": (
                 "seed",
@@ -179,6 +192,7 @@ class DemoPlan:
                 "pretrain_steps",
                 "fleet_train_frames",
                 "fleet_val_frames",
+                "fleet_region",
                 "labeled_fraction",
                 "finetune_steps",
                 "batch_size",
@@ -264,8 +278,8 @@ def plan_stages(
 ) -> list[Stage]:
     """The demo's stages in order (nothing runs here).
 
-    simulate(rig, frames, out, format, seed, workers, progress) -> summary lines: renders a data
-    set (default: `drivetl.sim`'s dataset simulation, `_demo_stages.simulate`)."""
+    simulate(rig, frames, out, format, seed, workers, progress, region) -> summary lines: renders a
+    data set (default: `drivetl.sim`'s dataset simulation, `_demo_stages.simulate`)."""
 
     def sim(*args: Any) -> list[str]:
         return (simulate or s.simulate)(*args)

@@ -94,6 +94,12 @@ def test_stages_skip_when_done_and_rerun_when_the_plan_changes(tmp_path, monkeyp
     calls.clear()
     run_demo(DemoPlan(plan.out, finetune_steps=plan.finetune_steps + 1), log=lines.append)
     assert calls == ["adapt", "scratch", "evaluate"]
+    # the fleet's region changes the fleet data and everything trained or scored on it
+    calls.clear()
+    run_demo(DemoPlan(plan.out, fleet_region="us"), log=lines.append)
+    assert calls == ["fleet", "adapt", "scratch", "evaluate"]
+    with pytest.raises(ConfigError, match="--fleet-region 'mars'"):
+        DemoPlan(plan.out, fleet_region="mars")
     calls.clear()
     run_demo(plan, log=lines.append, force=True, until="fleet")
     assert calls == ["source", "fleet"]
@@ -159,6 +165,12 @@ def test_tiny_demo_end_to_end(tmp_path) -> None:
     assert written["adapt"]["model"]["init_args"]["lr"] == cfg.FINETUNE_LR < cfg.SCRATCH_LR
     assert written["scratch"]["model"]["init_args"]["lr"] == cfg.SCRATCH_LR
     assert written["pretrain"]["cpu_threads"] == "auto" and "cpu_threads" not in written["adapt"]
+    # the source streets follow the source region, the fleet's the fleet region
+    sources = [p.name for p in (out / "source").glob("*.tfrecord")]
+    assert sources and all(f"_{cfg.SOURCE_REGION}_" in name for name in sources)
+    assert cfg.SOURCE_REGION != cfg.FLEET_REGION
+    tests = (out / "fleet" / "splits" / "test.txt").read_text().split()
+    assert tests and all(f"_{cfg.FLEET_REGION}_" in line for line in tests)
 
 
 def test_lidar_runs_paste_inside_the_detector_range_and_fusion_runs_do_not(tmp_path) -> None:
