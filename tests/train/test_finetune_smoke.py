@@ -163,6 +163,43 @@ def test_fusion_checkpoint(fleet: Path, tmp_path: Path) -> None:
     assert header["metadata"]["image_size"] == [48, 64]
 
 
+def test_size_recalibration_through_the_command(fleet: Path, tmp_path: Path, capsys) -> None:
+    """`--model.recalibrate_sizes true`: the start callback measures the size bias on the labeled
+    frames, and the priors the adapter file and the checkpoint carry are the pretrained priors times
+    the recorded factors."""
+    import math
+
+    from drivetl.models.heads._coding import CLASS_SIZES
+
+    spec = json.loads(json.dumps(TINY_DETECTOR))
+    spec["init_args"]["size_priors"] = True
+    ckpt = save_pretrained(tmp_path / "priors.ckpt", spec)
+    # random head tensors fire on many cells, so labels find detections to pair with
+    data = torch.load(ckpt, map_location="cpu", weights_only=True)
+    g = torch.Generator().manual_seed(0)
+    for key, value in data["state_dict"].items():
+        if key.startswith("model.head.") and value.is_floating_point() and "running_" not in key:
+            value.copy_(torch.randn(value.shape, generator=g))
+    torch.save(data, ckpt)
+    run = tmp_path / "run"
+    code = _finetune(
+        CONFIGS[0].parent / "lora.yaml", ckpt, fleet, run, "--model.recalibrate_sizes", "true",
+        "--model.score_threshold", "0.0",
+    )
+    assert code == 0
+    assert "fine-tune: size priors recalibrated on" in capsys.readouterr().out
+    meta = torch.load(run / "finetuned.ckpt", map_location="cpu", weights_only=True)["drivetl"]
+    recal = meta["size_recalibration"]
+    classes = spec["init_args"]["classes"]
+    assert recal["classes"] == classes and sum(recal["pairs"]) > 0
+    header = read_adapter_metadata(run / "adapters.safetensors")["metadata"]
+    for detector in (meta["detector"], header["detector"]):
+        priors = detector["init_args"]["size_priors"]
+        for c, ratio in zip(classes, recal["log_ratio"], strict=True):
+            want = [b * math.exp(r) for b, r in zip(CLASS_SIZES[c], ratio or (0, 0, 0), strict=True)]
+            assert priors[c] == pytest.approx(want, rel=1e-5)
+
+
 def test_wrong_architecture_exits_2(fleet: Path, tmp_path: Path, capsys) -> None:
     """A checkpoint of another model fails at once with one line naming the file."""
     other = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
