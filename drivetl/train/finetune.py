@@ -88,11 +88,11 @@ class FinetuneModule(pl.LightningModule):
         with ``size_priors``. The new priors go into the detector config the run writes.
     self_training, pseudo_threshold, pseudo_weight, self_training_start_epoch: self-training.
     selection: checkpoint selection, val_ap (declared labeled val split) or label_free (val/entropy).
-    start_candidate: the weights fine-tuning starts from (after any BatchNorm re-estimation) compete
-        in the selection: after training they are validated once and exported instead of the best
-        checkpoint when they score better (`drivetl.train.export_run`), so a run that only made the
-        model worse on its validation frames ships its start. Not for a resumed run (its start
-        weights are not known).
+    start_candidate: the weights fine-tuning starts from (after any BatchNorm re-estimation and size
+        recalibration) compete in the selection: after training they are validated once and
+        exported instead of the best checkpoint when they score better (`drivetl.train.export_run`),
+        so a run that only made the model worse on its validation frames ships its start. Not for a
+        resumed run (its start weights are not known).
     val_matcher: AP matching, distance (BEV centre within 2 m) or iou (Waymo thresholds).
     lr, weight_decay, warmup_steps: AdamW with warm-up then cosine decay to 5%.
     """
