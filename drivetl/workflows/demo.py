@@ -83,7 +83,7 @@ SEGMENT = 10  # frames per simulated street
 #: 340 s, fine-tuning 129 s and 137 s; load 0.38 at the start), so the steps are 440 and 360.
 #: With the ground window (`_demo_config.detector_config`) the demo took 502 s at seed 0
 #: (pretraining 265 s, fine-tuning 106 s and 111 s; load 0.47 at the start). Pretraining with one
-#: torch thread beside its two loader workers (``cpu_threads: auto``) took 185 s for the 440 steps,
+#: torch thread beside its loader worker (``cpu_threads: auto``) took 185 s for the 440 steps,
 #: so pretraining got the time saved: 800 steps, 316 s; the demo 548 s (load 1.16 at the start).
 PRETRAIN_STEPS = 800
 FINETUNE_STEPS = 360
