@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from drivetl.sim.regions import REGIONS
+from drivetl.workflows._demo_config import FLEET_REGION
 from drivetl.workflows.demo import DemoPlan
 from drivetl.workflows.learning_curve import CurvePlan, default_steps, run_curve
 
@@ -28,9 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="simulation/data worker processes")
     parser.add_argument(
         "--fleet-region",
-        choices=("us", "eu"),
-        default="eu",
-        help="the region of the fleet's streets, as `drivetl demo --fleet-region` (default eu)",
+        choices=REGIONS,
+        default=FLEET_REGION,
+        help=f"the region of the fleet's streets, as `drivetl demo --fleet-region` (default {FLEET_REGION})",
     )
     parser.add_argument(
         "--steps",

@@ -39,12 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="lidar (default): LiDAR-only models; fusion: also a LiDAR + camera detector, "
         "compared side by side",
     )
+    from drivetl.sim.regions import REGIONS
+    from drivetl.workflows._demo_config import FLEET_REGION, SOURCE_REGION
+
     parser.add_argument(
         "--fleet-region",
-        choices=("us", "eu"),
-        default="eu",
-        help="the region whose object sizes and street layout the fleet's streets follow (default eu; "
-        "the source is us, as Waymo's cities)",
+        choices=REGIONS,
+        default=FLEET_REGION,
+        help="the region whose object sizes and street layout the fleet's streets follow (default "
+        f"{FLEET_REGION}; the source is {SOURCE_REGION}, as Waymo's cities)",
     )
     parser.add_argument(
         "--force",

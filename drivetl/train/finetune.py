@@ -302,22 +302,23 @@ class FinetuneModule(pl.LightningModule):
         self.model.train(was_training)
         frozen_norms_eval(self.model)
         bias = counter.compute()
+        priors = head.log_priors.exp().tolist()
         for k, ratio in enumerate(bias.log_ratio):
             if ratio is not None:
-                head.log_priors[k] += torch.tensor(ratio).to(head.log_priors)
-        self._set_priors(head.log_priors.exp().tolist())
+                priors[k] = [p * math.exp(r) for p, r in zip(priors[k], ratio, strict=True)]
+        self._set_priors(priors)
         self.size_bias = bias
         print(f"fine-tune: size priors recalibrated on {frames} labeled frames: {bias.describe()}")
         return bias
 
     def _set_priors(self, priors: list[list[float]]) -> None:
-        """The head's size priors (K x 3 metres, class order) and the detector config's."""
+        """The head's size priors and the detector config's, the same rounded metres (K x 3, class
+        order), so a model rebuilt from the config decodes exactly as this one."""
+        rounded = [[round(float(v), 6) for v in row] for row in priors]
         head = self.model.head
-        head.log_priors.copy_(torch.tensor(priors, dtype=head.log_priors.dtype).log())
+        head.log_priors.copy_(torch.tensor(rounded, dtype=head.log_priors.dtype).log())
         args = self.detector_config.setdefault("init_args", {})
-        args["size_priors"] = {
-            c: [round(float(v), 6) for v in row] for c, row in zip(self.model.classes, priors, strict=True)
-        }
+        args["size_priors"] = dict(zip(self.model.classes, rounded, strict=True))
 
     def remember_start(self) -> None:
         """Keep a copy of the weights training starts from (a selection candidate, `start_candidate`)."""
