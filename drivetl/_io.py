@@ -90,6 +90,21 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def single_threaded_blas() -> None:
+    """In a worker process that shares the cores with others: numpy's BLAS on one thread.
+
+    Torch runs its own thread pool on one thread in each DataLoader worker, numpy's BLAS (OpenBLAS,
+    MKL) keeps one thread per core. A worker's point transforms (``(N, 3) @ (3, 3)`` products of
+    tens of thousands of points) then run on every core, and BLAS's waiting threads spin on the
+    core the training process computes on: with the demo's one loader worker a pretraining step
+    took 0.47 s against 0.37 s with the worker's BLAS on one thread (`tools/bench_threads.py
+    --compare-blas`). Used by the data pipeline's loader workers and the simulator's pool workers.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -10,8 +10,14 @@ object paste included) unless `--config` names another pretraining config. Each 
 loader and skips its first `--warmup` steps. Prints the median seconds per step of each, the ratio
 baseline/ours and the load average at the start.
 
+With `--compare-blas` both run ``--cpu_threads auto`` and differ in the loader workers instead:
+  baseline  numpy's BLAS at its default (one thread per core) in each worker;
+  ours      `drivetl.data.dataset.worker_init`: numpy's BLAS on one thread in each worker (torch's
+            own pool is on one thread there already).
+
 Usage:
   python tools/bench_threads.py --data DEMO/source            # a finished demo's source folder
+  python tools/bench_threads.py --data DEMO/source --workers 1 --compare-blas
   python tools/bench_threads.py --data DEMO/fleet --config DEMO/configs/adapt.yaml
 """
 
@@ -55,12 +61,20 @@ def _modules(args):
     return module, dm, dict(weights)
 
 
-def _block(module, dm, weights, opt, threads: int, steps: int, warmup: int) -> list[float]:
-    """Seconds of each timed training step with `threads` torch threads (a fresh loader)."""
+def _block(
+    module, dm, weights, opt, threads: int, steps: int, warmup: int, blas_one: bool = True
+) -> list[float]:
+    """Seconds of each timed training step with `threads` torch threads (a fresh loader; `blas_one`:
+    its workers run numpy's BLAS on one thread, as the data modules' loaders do)."""
+    from torch.utils.data import DataLoader
+
     torch.set_num_threads(threads)
     module.train()
     times: list[float] = []
     loader = dm.train_dataloader()
+    for one in loader.values() if isinstance(loader, dict) else [loader]:
+        if isinstance(one, DataLoader) and not blas_one:
+            one.worker_init_fn = None
 
     def batches():  # epochs back to back (a few labeled frames make an epoch of one batch)
         while True:
@@ -91,6 +105,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="timed steps per block")
     ap.add_argument("--warmup", type=int, default=4, help="untimed steps at the start of each block")
     ap.add_argument("--blocks", type=int, default=3, help="blocks of each (alternating)")
+    ap.add_argument(
+        "--compare-blas", action="store_true",
+        help="baseline: the workers' BLAS at its default threads; ours: on one thread (both auto threads)",
+    )
     args = ap.parse_args()
     load = os.getloadavg()
     default = torch.get_num_threads()
@@ -101,17 +119,23 @@ def main() -> None:
         f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs; "
         f"{args.workers} loader workers; threads: baseline {default}, auto {auto}"
     )
+    if args.compare_blas:
+        plans = {"baseline": (auto, False), "ours": (auto, True)}
+        what = {"baseline": "workers' BLAS at its default threads", "ours": "workers' BLAS on one thread"}
+    else:
+        plans = {"baseline": (default, True), "ours": (auto, True)}
+        what = {"baseline": f"{default} threads", "ours": f"{auto} threads, --cpu_threads auto"}
     runs: dict[str, list[float]] = {"baseline": [], "ours": []}
     for b in range(args.blocks):
-        for name, threads in (("baseline", default), ("ours", auto)):
-            t = _block(module, dm, weights, opt, threads, args.steps, args.warmup)
+        for name, (threads, blas_one) in plans.items():
+            t = _block(module, dm, weights, opt, threads, args.steps, args.warmup, blas_one)
             runs[name] += t
-            print(f"  block {b + 1} {name:<8} ({threads} threads): median {statistics.median(t):.3f} s/step")
+            print(f"  block {b + 1} {name:<8} ({what[name]}): median {statistics.median(t):.3f} s/step")
     torch.set_num_threads(default)
     base, ours = statistics.median(runs["baseline"]), statistics.median(runs["ours"])
     print(
-        f"baseline {base:.3f} s/step ({default} threads), ours {ours:.3f} s/step ({auto} threads, "
-        f"--cpu_threads auto): {base / ours:.2f}x"
+        f"baseline {base:.3f} s/step ({what['baseline']}), ours {ours:.3f} s/step ({what['ours']}): "
+        f"{base / ours:.2f}x"
     )
 
 

@@ -37,7 +37,15 @@ from torch.utils.data import DataLoader
 from drivetl.data._finetune_frames import FinetuneFrames, select_frames
 from drivetl.data.augment import AugmentConfig
 from drivetl.data.collate import Batch
-from drivetl.data.dataset import BatchSpec, Collate, FrameDataset, FrameSet, held_out, open_source
+from drivetl.data.dataset import (
+    BatchSpec,
+    Collate,
+    FrameDataset,
+    FrameSet,
+    held_out,
+    open_source,
+    worker_init,
+)
 from drivetl.data.paste import ObjectBank, PasteConfig
 from drivetl.data.sampling import EpochSampler, batches_per_epoch
 from drivetl.errors import ConfigError, DataError, one_line
@@ -173,6 +181,7 @@ class FrameDataModule(pl.LightningDataModule):
             sampler=sampler,
             num_workers=hp.num_workers,
             collate_fn=Collate(self.spec),
+            worker_init_fn=worker_init,
             pin_memory=pin,
             drop_last=sampler is not None and self._drop_last(dataset),
             persistent_workers=hp.num_workers > 0,

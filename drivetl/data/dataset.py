@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from drivetl._io import single_threaded_blas
 from drivetl.calib.rig_vector import main_lidar
 from drivetl.data.augment import AugmentConfig, augment
 from drivetl.data.cache import TrainingCache
@@ -234,6 +235,13 @@ class Collate:
         """The `Batch` of `samples` (with the samples first when `with_samples`)."""
         batch = collate(samples, **self.spec.collate_kwargs())
         return (samples, batch) if self.with_samples else batch
+
+
+def worker_init(worker_id: int) -> None:
+    """``worker_init_fn`` of the pipeline's DataLoaders: numpy's BLAS on one thread in each worker
+    (torch's own pool already is), so a worker's point transforms do not spin on the cores the
+    model computes on (`drivetl._io.single_threaded_blas`)."""
+    single_threaded_blas()
 
 
 def held_out(n: int, fraction: float) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drivetl._io import die_with_parent, remove_stale_partials
+from drivetl._io import die_with_parent, remove_stale_partials, single_threaded_blas
 from drivetl.calib import SensorRig
 from drivetl.data.records import FrameKey, FrameRecord
 from drivetl.errors import ConfigError
@@ -151,12 +151,15 @@ _WORKER: dict = {}
 
 
 def _worker_init(plan: SimulationPlan, threads: int = 0, parent: int | None = None) -> None:
-    """Set up a worker; threads: ray-casting threads (1 where worker processes share the cores);
-    parent: the pid of the run, when this is a pool worker (it dies with the run)."""
+    """Set up a worker; threads: ray-casting threads (1 where worker processes share the cores;
+    numpy's BLAS then runs on one thread too); parent: the pid of the run, when this is a pool
+    worker (it dies with the run)."""
     from drivetl.sim.frame import RigSimulator
 
     if parent is not None:
         die_with_parent(parent)
+    if threads == 1:
+        single_threaded_blas()
 
     _WORKER["plan"] = plan
     _WORKER["threads"] = threads

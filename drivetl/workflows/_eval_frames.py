@@ -28,7 +28,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader, Dataset
 
-from drivetl.data.dataset import BatchSpec, Collate, FrameDataset, FrameSet
+from drivetl.data.dataset import BatchSpec, Collate, FrameDataset, FrameSet, worker_init
 from drivetl.data.records import Sample
 from drivetl.errors import DataError, DrivetlError, one_line
 
@@ -159,6 +159,7 @@ def frame_batches(
         shuffle=False,
         num_workers=workers,
         collate_fn=_Collate(spec),
+        worker_init_fn=worker_init,
         timeout=WORKER_TIMEOUT_S if workers > 0 else 0,
     )
     it = iter(loader)

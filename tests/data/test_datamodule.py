@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from drivetl.data.canonicalize import canonicalize
 from drivetl.data.collate import Batch
 from drivetl.data.datamodule import DriveDataModule
-from drivetl.data.dataset import open_source
+from drivetl.data.dataset import open_source, worker_init
 from drivetl.data.formats.waymo import WaymoRecordIndex, WaymoWriter
 from drivetl.data.formats.waymo._synthetic import synthetic_frame
 from drivetl.errors import DataError
@@ -111,3 +112,38 @@ def test_bad_inputs_name_the_file(waymo_dir: Path, tmp_path: Path) -> None:
         open_source(bad)  # the first record is read at start-up, not in a DataLoader worker
     with pytest.raises(DataError, match="data.root"):
         DriveDataModule(root=None).setup("fit")
+
+
+class _BlasThreads(torch.utils.data.Dataset):
+    """Each item: the threads of numpy's BLAS pools in the process that reads it."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> list[int]:
+        from threadpoolctl import threadpool_info
+
+        np.ones((64, 3)) @ np.eye(3)  # BLAS loaded and used
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+
+def _worker_blas_threads(init) -> list[int]:
+    loader = torch.utils.data.DataLoader(
+        _BlasThreads(), batch_size=None, num_workers=1, worker_init_fn=init
+    )
+    return [n for item in loader for n in item]
+
+
+def test_loader_workers_run_numpy_blas_on_one_thread(waymo_dir: Path) -> None:
+    # a worker's point transforms must not spin BLAS threads on the cores the model computes on
+    default = _worker_blas_threads(None)
+    if not default:
+        pytest.skip("numpy's BLAS exposes no thread pool here")
+    if max(default) == 1:
+        pytest.skip("numpy's BLAS runs one thread by default on this machine")
+    assert _worker_blas_threads(worker_init) == [1] * len(default)
+    # the data modules' loaders and the evaluation's use it
+    dm = DriveDataModule(root=str(waymo_dir), val_fraction=0.4, batch_size=2, num_workers=1)
+    dm.setup("fit")
+    assert dm.train_dataloader().worker_init_fn is worker_init
+    assert dm.val_dataloader().worker_init_fn is worker_init
