@@ -49,6 +49,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the region whose object sizes and street layout the fleet's streets follow (default "
         f"{FLEET_REGION}; the source is {SOURCE_REGION}, as Waymo's cities)",
     )
+    from drivetl.models.tta import TTA_MODES
+    from drivetl.workflows.demo import EVAL_TTA
+
+    parser.add_argument(
+        "--tta",
+        choices=tuple(TTA_MODES),
+        default=EVAL_TTA,
+        help="test-time augmentation of the LiDAR-only evaluation (default "
+        f"{EVAL_TTA}: each test frame also mirrored left to right, front to back and both, the output "
+        "maps averaged); the one-pass figures are reported beside them",
+    )
     parser.add_argument(
         "--force",
         action="store_true",
@@ -73,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         workers=max(1, args.workers),
         modality=args.modality,
         fleet_region=args.fleet_region,
+        tta=args.tta,
     )
     print(
         f"drivetl demo: {plan.modality}, scale {plan.scale:g}, seed {plan.seed}, fleet region "

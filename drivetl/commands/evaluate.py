@@ -88,6 +88,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--render-frames", type=int, default=3, help="frames drawn in bird's-eye view (default 3)"
     )
     parser.add_argument("--score-threshold", type=float, default=0.05, help="decoding score threshold (0.05)")
+    parser.add_argument(
+        "--tta",
+        choices=("none", "flip", "double_flip"),
+        default="none",
+        help="test-time augmentation: also predict each frame mirrored left to right (flip), or also "
+        "front to back and both (double_flip, CenterPoint's), and average the output maps; "
+        "LiDAR-only models with a grid symmetric about the vehicle (default none)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -151,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
             render_frames=args.render_frames,
             class_map=class_map,
             skip_corrupt=args.skip_corrupt,
+            tta=args.tta,
             log=lambda msg: console.print(msg, markup=False, highlight=False),
             progress=progress,
         )

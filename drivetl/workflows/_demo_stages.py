@@ -273,23 +273,25 @@ def model_specs(plan) -> list[str]:
 
 
 def evaluate(plan, log: Callable) -> None:
+    """Evaluate scratch, source-only and adapted on the fleet's test split into ``report/``, with the
+    plan's test-time augmentation (`DemoPlan.tta`); with one, the one-pass evaluation of the same
+    models goes to ``report/one_pass/``."""
     from drivetl.workflows.evaluate import evaluate as run_eval
 
-    run_eval(
-        model_specs(plan),
-        plan.path("fleet"),
-        plan.path("report"),
-        names=list(MODELS),
-        split="test",
-        matcher=MATCHER,
-        extra_matchers=EXTRA_MATCHERS,
-        range_edges=RANGE_EDGES,
-        batch_size=plan.batch_size,
-        render_frames=2,
-        render_score=0.15,
-        score_threshold=0.1,
-        log=lambda m: log("  " + m),
-    )
+    common = {
+        "names": list(MODELS),
+        "split": "test",
+        "matcher": MATCHER,
+        "extra_matchers": EXTRA_MATCHERS,
+        "range_edges": RANGE_EDGES,
+        "batch_size": plan.batch_size,
+        "score_threshold": 0.1,
+        "log": lambda m: log("  " + m),
+    }
+    specs, fleet = model_specs(plan), plan.path("fleet")
+    run_eval(specs, fleet, plan.path("report"), render_frames=2, render_score=0.15, tta=plan.tta, **common)
+    if plan.tta != "none":
+        run_eval(specs, fleet, plan.path("report", "one_pass"), render_frames=0, figures=False, **common)
 
 
 def summary_table(report_dir: Path) -> tuple[str, dict[str, Any]]:
@@ -302,7 +304,11 @@ def summary_table(report_dir: Path) -> tuple[str, dict[str, Any]]:
     results = {m["name"]: DetectionResult.from_dict(m["result"]) for m in doc["models"]}
     table = comparison_table(results)
     names = {"bev": "BEV IoU (Waymo thresholds)", "distance": "centre distance (2 m)", "iou": "3D IoU"}
-    table = "3D IoU at Waymo's thresholds (vehicle 0.7, pedestrian 0.5). " + table
+    tta = (doc.get("data") or {}).get("tta_views")
+    head = "3D IoU at Waymo's thresholds (vehicle 0.7, pedestrian 0.5)"
+    if tta and (doc.get("data") or {}).get("tta") != "none":
+        head += f", test-time augmentation: {tta}"
+    table = head + ". " + table
     for matcher, res in (doc.get("other_matchers") or {}).items():
         other = {n: DetectionResult.from_dict(r) for n, r in res.items()}
         table += (
@@ -319,4 +325,12 @@ def summary_table(report_dir: Path) -> tuple[str, dict[str, Any]]:
                 vals = [e.get(k + "_median") for k in keys] + [e.get("flip_share")]
                 text = ["n/a" if v is None else f"{v:.2f}" for v in vals]
                 table += f"  {model:<12} {cls:<11} " + "  ".join(text) + "\n"
+    one_pass = report_dir / "one_pass" / "metrics.json"
+    if one_pass.is_file():
+        plain = json.loads(one_pass.read_text())
+        res = {m["name"]: DetectionResult.from_dict(m["result"]) for m in plain["models"]}
+        table += (
+            "\nThe same models in one pass per frame (no test-time augmentation; report/one_pass):\n\n"
+            + comparison_table(res).split("\n", 2)[2]
+        )
     return table, results

@@ -159,6 +159,11 @@ def render_markdown(
             else "every box"
         ),
         f"- matching: {data_info.get('matching')}",
+        *(
+            [f"- test-time augmentation: {data_info.get('tta_views') or data_info['tta']}"]
+            if data_info.get("tta", "none") != "none"
+            else []
+        ),
         *([f"- metrics: {next(iter(results.values())).config.describe()}"] if results else []),
         "",
     ]

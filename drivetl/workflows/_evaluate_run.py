@@ -26,6 +26,7 @@ from drivetl.data.records import Boxes, FrameKey
 from drivetl.errors import DataError
 from drivetl.eval import DetectionEvaluator, Detections, in_region
 from drivetl.models.adapters import adapted_forward
+from drivetl.models.tta import tta_forward
 from drivetl.workflows._eval_frames import SkippedFrame, frame_batches
 from drivetl.workflows._evaluate_load import LoadedModel
 
@@ -145,12 +146,15 @@ def run_model(
     workers: int = 0,
     skip_corrupt: bool = False,
     progress: Callable[[int], None] | None = None,
+    tta: str = "none",
 ) -> ModelRun:
     """Predict every frame of `data` with `loaded`; `progress(n)` is called after each batch of n frames.
 
     Each frame's own rig vector (from the data's rig) conditions FiLM adapters. A frame that cannot
     be read stops the run with a `DataError` naming it, or with `skip_corrupt` is left out and listed
-    in `ModelRun.skipped` (`drivetl.workflows._eval_frames`)."""
+    in `ModelRun.skipped` (`drivetl.workflows._eval_frames`). tta: a `drivetl.models.tta.TTA_MODES`
+    mode, the model's output maps averaged over mirrored views of each frame (checked by the caller
+    with `check_tta`)."""
     t0 = time.perf_counter()
     model = loaded.model.to(device).eval()
     cameras = loaded.has_camera
@@ -169,7 +173,7 @@ def run_model(
                     progress(len(skipped))
                 continue
             batch = batch.to(device)
-            outs = adapted_forward(model, batch)
+            outs = tta_forward(lambda b: adapted_forward(model, b), batch, tta)
             dets = outs.detections(score_threshold=score_threshold)
             for s, d in zip(samples, dets, strict=True):
                 run.frames.append(FramePrediction(s.key, s.boxes, _to_detections(d, loaded)))

@@ -29,6 +29,7 @@ from typing import Any, Literal
 from drivetl.data.dataset import BatchSpec
 from drivetl.errors import ConfigError, DataError, DrivetlError, one_line
 from drivetl.eval import DetectionResult, EvalConfig
+from drivetl.models.tta import TTA_VIEWS_TEXT, check_tta
 from drivetl.workflows._eval_frames import SKIP_HINT, SkippedFrame, check_frames, frame_label
 from drivetl.workflows._evaluate_load import (
     CLASS_ALIASES,
@@ -148,6 +149,7 @@ def evaluate(
     class_map: Mapping[str, str] | None = None,
     figures: bool = True,
     skip_corrupt: bool = False,
+    tta: str = "none",
     log: Callable[[str], Any] | None = print,
     progress: Callable[[str, int, int], Any] | None = None,
 ) -> EvaluationReport:
@@ -168,6 +170,10 @@ def evaluate(
         named in the report (default: the run stops with one line naming it). Before any model runs,
         the first frame is decoded for each model and a team folder's labels are read
         (`drivetl.workflows._eval_frames.check_frames`; labels only without `skip_corrupt`).
+    tta: test-time augmentation of every model evaluated here (`drivetl.models.tta.TTA_MODES`:
+        "none", "flip", "double_flip"): each frame is also predicted mirrored and the output maps
+        averaged before decoding; refused for camera models and grids not symmetric about x = 0 and
+        y = 0. Prediction files are scored as they were written.
     progress(stage, done, total): called as frames are predicted (stage names the model).
     """
     log = log or (lambda _msg: None)
@@ -194,6 +200,10 @@ def evaluate(
     loaded = [s if isinstance(s, LoadedModel | PredictionFiles) else load_model(s, class_map) for s in specs]
     if len({m.name for m in loaded}) != len(loaded):
         raise ConfigError(f"model names must be distinct, got {[m.name for m in loaded]}; use --name")
+    for m in loaded:
+        if isinstance(m, LoadedModel):
+            x0, y0, _, x1, y1, _ = m.point_range
+            check_tta(tta, (x0, y0, x1, y1), m.has_camera, where=f"--tta ({m.name})")
     check_frames(ds, [_spec(m) for m in loaded], labels=not skip_corrupt)
     box_region = _region(loaded) if region == "model" else None
     config = _eval_config(loaded, range_edges, matcher, iou_type)
@@ -220,6 +230,8 @@ def evaluate(
         ),
         "classes": list(config.classes),
         "range_edges": config.to_dict()["range_edges"],
+        "tta": tta,
+        "tta_views": TTA_VIEWS_TEXT.get(tta, tta),
     }
     report = EvaluationReport(results={})
     runs: dict[str, ModelRun] = {}
@@ -246,6 +258,7 @@ def evaluate(
                 workers=workers,
                 skip_corrupt=skip_corrupt,
                 progress=tick,
+                tta=tta,
             )
         runs[m.name] = run
         if m.model is not None:

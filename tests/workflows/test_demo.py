@@ -100,6 +100,12 @@ def test_stages_skip_when_done_and_rerun_when_the_plan_changes(tmp_path, monkeyp
     assert calls == ["fleet", "adapt", "scratch", "evaluate"]
     with pytest.raises(ConfigError, match="--fleet-region 'mars'"):
         DemoPlan(plan.out, fleet_region="mars")
+    # the test-time augmentation changes the evaluation only
+    calls.clear()
+    run_demo(DemoPlan(plan.out, fleet_region="us", tta="none"), log=lines.append)
+    assert calls == ["evaluate"]
+    with pytest.raises(ConfigError, match="--tta 'rotate'"):
+        DemoPlan(plan.out, tta="rotate")
     calls.clear()
     run_demo(plan, log=lines.append, force=True, until="fleet")
     assert calls == ["source", "fleet"]
@@ -152,6 +158,11 @@ def test_tiny_demo_end_to_end(tmp_path) -> None:
     assert set(doc["other_matchers"]) == {"bev", "distance"}
     assert set(doc["box_errors"]["adapted"]) == {"vehicle", "pedestrian"}
     assert (out / "report" / "heading_errors.png").is_file()
+    # scored with the double flip, and in one pass beside it
+    assert doc["data"]["tta"] == "double_flip"
+    plain = json.loads((out / "report" / "one_pass" / "metrics.json").read_text())
+    assert plain["data"]["tta"] == "none"
+    assert [m["name"] for m in plain["models"]] == list(_demo_stages.MODELS)
     # what each run was given: fine-tuning from the pretrained model at the lower learning rate,
     # the from-scratch run at the higher one, pretraining with a core left to each loader worker
     import yaml

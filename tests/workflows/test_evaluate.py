@@ -232,3 +232,27 @@ def test_finetune_checkpoint_and_adapter_file_give_the_same_predictions(method, 
         or not np.allclose(fa.detections.scores, fc.detections.scores)
         for fa, fc in zip(a.frames, base.frames, strict=True)
     )
+
+
+def test_test_time_flips_through_the_cli(tiny, tmp_path, capsys) -> None:
+    out = tmp_path / "tta"
+    argv = ["evaluate", "--data", str(tiny["data"]), "--out", str(out), "--render-frames", "0"]
+    assert main([*argv[:1], "--ckpt", str(tiny["lidar"]), *argv[1:], "--tta", "double_flip"]) == 0
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["data"]["tta"] == "double_flip"
+    assert "- test-time augmentation: double flip (4 passes" in (out / "report.md").read_text()
+    # the averaged maps give other boxes than one pass, on the same frames
+    loaded = load_model(ModelSpec.parse(str(tiny["lidar"])))
+    data = open_eval_data(tiny["data"])
+    plain = run_model(loaded, data, score_threshold=0.2)
+    flips = run_model(loaded, data, score_threshold=0.2, tta="double_flip")
+    assert [f.key for f in flips.frames] == [f.key for f in plain.frames]
+    a = np.concatenate([f.detections.boxes for f in plain.frames])
+    b = np.concatenate([f.detections.boxes for f in flips.frames])
+    assert len(b) > 0 and (a.shape != b.shape or not np.allclose(a, b))
+    # a camera model is refused in one line before anything is written
+    assert main([*argv[:1], "--ckpt", str(tiny["fusion"]), *argv[1:3], "--out", str(tmp_path / "cam"),
+                 "--tta", "flip"]) == 2
+    err = capsys.readouterr().err
+    assert "drivetl evaluate: error: --tta (fusion) flip: test-time flips mirror the LiDAR points only" in err
+    assert not (tmp_path / "cam" / "metrics.json").exists()
