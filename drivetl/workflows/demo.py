@@ -85,6 +85,9 @@ SEGMENT = 10  # frames per simulated street
 #: (pretraining 265 s, fine-tuning 106 s and 111 s; load 0.47 at the start). Pretraining with one
 #: torch thread beside its loader worker (``cpu_threads: auto``) took 185 s for the 440 steps,
 #: so pretraining got the time saved: 800 steps, 316 s; the demo 548 s (load 1.16 at the start).
+#: With the loader worker's BLAS on one thread the 800 steps took 272 s and the demo 512 s (load
+#: 0.86). 900 and 1,000 steps were not better at seed 0 (adapted 0.393 and 0.395 in one pass against
+#: 0.399) nor 900 at seed 1 (0.340 against 0.347), and 1,000 took the demo to 684 s (load 1.24)
 PRETRAIN_STEPS = 800
 FINETUNE_STEPS = 360
 #: source frames at scale 1 (24 streets; simulating them takes seconds). Pretraining 560 steps of
