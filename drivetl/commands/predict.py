@@ -47,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--overwrite", action="store_true", help="predict every frame again")
+    parser.add_argument(
+        "--tta",
+        choices=("none", "flip", "double_flip"),
+        default="none",
+        help="test-time augmentation of a --ckpt model, as drivetl evaluate --tta (default none)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             overwrite=args.overwrite,
             skip_corrupt=args.skip_corrupt,
+            tta=args.tta,
             log=lambda msg: console.print(msg, markup=False, highlight=False),
             progress=progress,
         )

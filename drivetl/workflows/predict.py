@@ -71,10 +71,14 @@ _Found = tuple[np.ndarray, np.ndarray, np.ndarray]
 class _TorchPredictor:
     """A checkpoint (or adapters on their base) run in torch."""
 
-    def __init__(self, spec: ModelSpec, device: str):
+    def __init__(self, spec: ModelSpec, device: str, tta: str = "none"):
+        from drivetl.models.tta import check_tta
         from drivetl.workflows.export_onnx import file_sha256
 
         self.loaded = load_model(spec)
+        x0, y0, _, x1, y1, _ = self.loaded.point_range
+        check_tta(tta, (x0, y0, x1, y1), self.loaded.has_camera)
+        self.tta = tta
         self.model = self.loaded.model.to(device).eval()
         self.device = device
         files = [spec.path] + ([Path(self.loaded.meta["base"])] if self.loaded.kind == "adapters" else [])
@@ -89,8 +93,9 @@ class _TorchPredictor:
     def detect(self, samples, batch, score_threshold: float) -> list[_Found]:
         """Per frame: boxes (D, 7), scores (D,), class indices (D,) (numpy, best first)."""
         from drivetl.models.adapters import adapted_forward
+        from drivetl.models.tta import tta_forward
 
-        out = adapted_forward(self.model, batch.to(self.device))
+        out = tta_forward(lambda b: adapted_forward(self.model, b), batch.to(self.device), self.tta)
         dets = decode(
             out.heatmap, out.regression, self.geometry, score_threshold=score_threshold, coding=self.coding
         )
@@ -113,6 +118,7 @@ class _OnnxPredictor:
         self.columns = self.detector.columns
         self.spec = BatchSpec(columns=self.columns, classes=self.classes)
         self.point_range = tuple(meta["grid"]["point_range"])
+        self.tta = "none"
 
     def detect(self, samples, batch, score_threshold: float) -> list[_Found]:
         """Per frame: boxes (D, 7), scores (D,), class indices (D,) (numpy, best first)."""
@@ -133,6 +139,7 @@ def _manifest(pred, data: EvalData, score_threshold: float) -> dict[str, Any]:
         },
         "data": {"root": str(data.root), "format": data.format, "split": data.split, "frames": len(data)},
         "score_threshold": float(score_threshold),
+        "tta": pred.tta,
     }
 
 
@@ -142,11 +149,18 @@ def _check_resume(out: Path, manifest: dict[str, Any], overwrite: bool) -> None:
         return
     same_model = old.get("model", {}).get("sha256") == manifest["model"]["sha256"]
     same_threshold = old.get("score_threshold") == manifest["score_threshold"]
-    if not (same_model and same_threshold):
-        what = "another model" if not same_model else f"score threshold {old.get('score_threshold')}"
+    same_tta = old.get("tta", "none") == manifest["tta"]
+    if not (same_model and same_threshold and same_tta):
+        what = (
+            "another model"
+            if not same_model
+            else f"score threshold {old.get('score_threshold')}"
+            if not same_threshold
+            else f"test-time augmentation {old.get('tta', 'none')}"
+        )
         raise DataError(
             f"{out / MANIFEST}: this folder holds predictions of {what}; pass a new --out, the same "
-            "model and threshold to resume, or --overwrite"
+            "model, threshold and --tta to resume, or --overwrite"
         )
 
 
@@ -168,6 +182,7 @@ def predict(
     overwrite: bool = False,
     skip_corrupt: bool = False,
     html: bool = True,
+    tta: str = "none",
     log: Callable[[str], Any] | None = print,
     progress: Callable[[int, int], Any] | None = None,
 ) -> PredictSummary:
@@ -181,6 +196,8 @@ def predict(
         again), counted and named in predict.json and report.html; default: the run stops with one
         line naming it. Before the model runs, the first frame is decoded with the model's inputs
         (`drivetl.workflows._eval_frames.check_frames`), even with `skip_corrupt`.
+    tta: test-time augmentation of a torch model (`drivetl.models.tta`, as `drivetl evaluate
+        --tta`); recorded in predict.json. An exported ONNX model runs one pass.
     progress(done, total): called after each batch.
     """
     log = log or (lambda _msg: None)
@@ -191,9 +208,12 @@ def predict(
     out = Path(out)
     ds = data if isinstance(data, EvalData) else open_eval_data(data, data_format, split, max_frames)
     if onnx is not None:
+        if tta != "none":
+            raise ConfigError(f"--tta {tta}: an exported ONNX model runs one pass per frame; use --ckpt")
         pred: Any = _OnnxPredictor(Path(onnx))
     else:
-        pred = _TorchPredictor(ModelSpec.parse(model) if isinstance(model, str) else model, device)
+        spec = ModelSpec.parse(model) if isinstance(model, str) else model
+        pred = _TorchPredictor(spec, device, tta)
     check_frames(ds, [pred.spec])
     manifest = _manifest(pred, ds, score_threshold)
     _check_resume(out, manifest, overwrite)

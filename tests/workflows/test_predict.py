@@ -11,6 +11,8 @@ import pytest
 from drivetl.cli import main
 from drivetl.data.formats.team import TeamFormat
 from drivetl.data.formats.team._layout import boxes_from_json
+from drivetl.errors import ConfigError
+from drivetl.workflows.predict import predict
 
 THRESHOLD = "0.2"
 
@@ -134,7 +136,6 @@ def test_resume_on_waymo_tfrecords_reads_keys_without_decoding_frames(tiny, tmp_
     only the frame it predicts (and the first, read at start-up) is decoded."""
     from drivetl.data.formats.waymo import WaymoRecordIndex, WaymoWriter
     from drivetl.data.formats.waymo._synthetic import synthetic_frame
-    from drivetl.workflows.predict import predict
 
     data = tmp_path / "waymo"
     data.mkdir()
@@ -153,3 +154,22 @@ def test_resume_on_waymo_tfrecords_reads_keys_without_decoding_frames(tiny, tmp_
     assert set(decoded) == {0, 3}, decoded
     files = sorted((tmp_path / "pred" / "frames").rglob("*.json"))
     assert [f.stem for f in files] == [str(2_000_000 + i) for i in range(4)]
+
+
+def test_predict_with_test_time_flips_scores_like_evaluate_with_them(tiny, tmp_path, capsys) -> None:
+    out = tmp_path / "pred"
+    assert _predict(tiny["lidar"], tiny["data"], out, "--render", "0", "--tta", "double_flip") == 0
+    assert json.loads((out / "predict.json").read_text())["tta"] == "double_flip"
+    rep = tmp_path / "report"
+    argv = ["evaluate", "--ckpt", str(tiny["lidar"]), "--predictions", str(out), "--data", str(tiny["data"])]
+    argv += ["--out", str(rep), "--render-frames", "0", "--score-threshold", THRESHOLD]
+    argv += ["--tta", "double_flip"]
+    assert main(argv) == 0
+    direct, files_result = (m["result"] for m in json.loads((rep / "metrics.json").read_text())["models"])
+    assert direct["entries"] == files_result["entries"]
+    # a folder of one-pass predictions is not resumed with flips, nor the other way round
+    capsys.readouterr()
+    assert _predict(tiny["lidar"], tiny["data"], out, "--render", "0") == 2
+    assert "holds predictions of test-time augmentation double_flip" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="an exported ONNX model runs one pass per frame"):
+        predict(None, tiny["data"], tmp_path / "o", onnx=tmp_path / "m.onnx", tta="flip")
