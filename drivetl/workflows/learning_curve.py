@@ -79,9 +79,11 @@ class CurvePlan:
 
     def data_params(self) -> dict[str, Any]:
         """What the curve depends on besides its steps: the demo's data, pretraining and fine-tuning
-        recipe (not the demo's own fine-tuning step count)."""
+        recipe (not the demo's own fine-tuning step count, nor its test-time augmentation: the
+        curve's points are one pass per frame)."""
         d = self.demo.params("evaluate")
         d.pop("finetune_steps", None)
+        d.pop("tta", None)
         return d
 
     def params(self, model: str) -> dict[str, Any]:
