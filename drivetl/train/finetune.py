@@ -54,6 +54,7 @@ from drivetl.models.checkpoint import (
     plain_builtins,
     read_checkpoint,
 )
+from drivetl.models.tta import check_tta, tta_forward
 from drivetl.train._finetune_select import ValidationScores, pseudo_label_batch
 from drivetl.train._optim import adamw_warmup_cosine
 from drivetl.train._size_priors import SizeBias, SizeBiasCounter
@@ -94,6 +95,9 @@ class FinetuneModule(pl.LightningModule):
         so a run that only made the model worse on its validation frames ships its start. Not for a
         resumed run (its start weights are not known).
     val_matcher: AP matching, distance (BEV centre within 2 m) or iou (Waymo thresholds).
+    val_tta: the validation AP (and so the selection) scores test-time flips of the validation
+        frames (`drivetl.models.tta`: "none", "flip", "double_flip"), as ``drivetl evaluate --tta``
+        scores; the validation loss stays one pass.
     lr, weight_decay, warmup_steps: AdamW with warm-up then cosine decay to 5%.
     """
 
@@ -124,6 +128,7 @@ class FinetuneModule(pl.LightningModule):
         selection: Literal["val_ap", "label_free"] = "val_ap",
         start_candidate: bool = True,
         val_matcher: Literal["distance", "iou"] = "distance",
+        val_tta: Literal["none", "flip", "double_flip"] = "none",
         lr: float = 1e-3,
         weight_decay: float = 0.01,
         warmup_steps: int = 20,
@@ -204,6 +209,10 @@ class FinetuneModule(pl.LightningModule):
                 "model.recalibrate_sizes needs a head that regresses sizes relative to priors "
                 "(detector init_args.size_priors); this checkpoint's head has none"
             )
+        g = self.model.geometry
+        check_tta(
+            val_tta, g.bounds, getattr(self.model, "camera", None) is not None, where="model.val_tta"
+        )
         self._teacher: list = []  # a plain list keeps the teacher out of the state dict
         self.scores = ValidationScores(
             list(self.model.classes), val_matcher, recall_distance, score_threshold
@@ -382,6 +391,8 @@ class FinetuneModule(pl.LightningModule):
         b = batch.batch_size
         terms = detection_loss(outputs, batch)
         self.log("val/loss", sum(terms.values()), batch_size=b, sync_dist=True)
+        if self.hparams.val_tta != "none":
+            outputs = tta_forward(self, batch, self.hparams.val_tta)
         self.scores.update(outputs, batch)
 
     def on_validation_epoch_end(self) -> None:

@@ -236,3 +236,31 @@ def test_method_config_alone_exits_2(tmp_path: Path, capsys) -> None:
 def test_missing_config_exits_2(tmp_path: Path, capsys) -> None:
     assert main(["finetune", "--config", str(tmp_path / "nope.yaml")]) == 2
     assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_validation_scores_test_time_flips(
+    fleet: Path, pretrained: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """`--model.val_tta double_flip`: the validation AP (the selection's metric) is scored on the
+    averaged maps of the mirrored views, as `drivetl evaluate --tta` scores; an unknown mode exits 2."""
+    import drivetl.train.finetune as ft
+
+    modes: list[str] = []
+    real = ft.tta_forward
+
+    def spy(forward, batch, mode):
+        modes.append(mode)
+        return real(forward, batch, mode)
+
+    monkeypatch.setattr(ft, "tta_forward", spy)
+    run, lora = tmp_path / "run", CONFIGS[0].parent / "lora.yaml"
+    assert _finetune(lora, pretrained, fleet, run, "--model.val_tta", "double_flip") == 0
+    assert modes and set(modes) == {"double_flip"}
+    assert (run / "adapters.safetensors").is_file()
+    modes.clear()
+    assert _finetune(lora, pretrained, fleet, tmp_path / "plain") == 0
+    assert modes == []  # one pass by default
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:  # the option parser's own error
+        _finetune(lora, pretrained, fleet, tmp_path / "x", "--model.val_tta", "rotate")
+    assert exc.value.code == 2 and "val_tta" in capsys.readouterr().err
