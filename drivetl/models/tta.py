@@ -4,8 +4,8 @@ every pass, mirrored back, are averaged before decoding.
 CenterPoint's Waymo entries evaluate this way ("double flip": the frame as recorded, mirrored left to
 right, front to back, and both). A mirrored street is as plausible as the recorded one when the BEV
 grid is symmetric about the mirror axis and the LiDAR sits on the vehicle's centre line; each pass
-sees a different sampling of the same objects, and the average of their maps is a better estimate
-of every box than one pass (the demo's numbers: docs/evaluate.md). It costs one forward pass per
+sees a different sampling of the same objects, and the average of their maps placed the demo's
+boxes better than one pass did (its numbers: docs/evaluate.md). It costs one forward pass per
 view. Camera models are refused: their images would have to be mirrored with their calibration.
 
 How a mirrored pass's maps come back (`unmirror`): the maps are flipped along the mirrored grid
