@@ -241,6 +241,7 @@ def test_test_time_flips_through_the_cli(tiny, tmp_path, capsys) -> None:
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["data"]["tta"] == "double_flip"
     assert "- test-time augmentation: double flip (4 passes" in (out / "report.md").read_text()
+    assert "test-time augmentation: double flip (4 passes" in (out / "report.html").read_text()
     # the averaged maps give other boxes than one pass, on the same frames
     loaded = load_model(ModelSpec.parse(str(tiny["lidar"])))
     data = open_eval_data(tiny["data"])
