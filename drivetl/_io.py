@@ -97,8 +97,9 @@ def single_threaded_blas() -> None:
     MKL) keeps one thread per core. A worker's point transforms (``(N, 3) @ (3, 3)`` products of
     tens of thousands of points) then run on every core, and BLAS's waiting threads spin on the
     core the training process computes on: with the demo's one loader worker a pretraining step
-    took 0.47 s against 0.37 s with the worker's BLAS on one thread (`tools/bench_threads.py
-    --compare-blas`). Used by the data pipeline's loader workers and the simulator's pool workers.
+    took a median 0.452 s against 0.353 s with the worker's BLAS on one thread
+    (`tools/bench_threads.py --compare-blas`). Used by the data pipeline's loader workers and the
+    simulator's pool workers.
     """
     from threadpoolctl import threadpool_limits
 

@@ -88,9 +88,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--render-frames", type=int, default=3, help="frames drawn in bird's-eye view (default 3)"
     )
     parser.add_argument("--score-threshold", type=float, default=0.05, help="decoding score threshold (0.05)")
+    from drivetl.models.tta import TTA_MODES
+
     parser.add_argument(
         "--tta",
-        choices=("none", "flip", "double_flip"),
+        choices=tuple(TTA_MODES),
         default="none",
         help="test-time augmentation: also predict each frame mirrored left to right (flip), or also "
         "front to back and both (double_flip, CenterPoint's), and average the output maps; "

@@ -47,9 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--overwrite", action="store_true", help="predict every frame again")
+    from drivetl.models.tta import TTA_MODES
+
     parser.add_argument(
         "--tta",
-        choices=("none", "flip", "double_flip"),
+        choices=tuple(TTA_MODES),
         default="none",
         help="test-time augmentation of a --ckpt model, as drivetl evaluate --tta (default none)",
     )

@@ -29,7 +29,15 @@ from drivetl.errors import ConfigError
 from drivetl.models.detector import DetectorOutputs
 from drivetl.models.heads._coding import BoxCoding
 
-__all__ = ["TTA_MODES", "TTA_VIEWS_TEXT", "check_tta", "mirror_points", "tta_forward", "unmirror"]
+__all__ = [
+    "TTA_MODES",
+    "TTA_VIEWS_TEXT",
+    "check_model_tta",
+    "check_tta",
+    "mirror_points",
+    "tta_forward",
+    "unmirror",
+]
 
 #: mode -> the mirrored views besides the frame as recorded (axes: 0 = x, front to back; 1 = y,
 #: left to right)
@@ -72,6 +80,12 @@ def check_tta(
                 f"{where} {mode}: the model's BEV grid spans {name} in [{lo:g}, {hi:g}) m, not symmetric "
                 f"about {name} = 0, so a mirrored frame falls outside it; use --tta none"
             )
+
+
+def check_model_tta(mode: str, model, where: str = "--tta") -> None:
+    """`check_tta` for a detector (a `BEVDetector` or an adapted one): its BEV grid and whether it
+    has a camera branch."""
+    check_tta(mode, model.geometry.bounds, getattr(model, "camera", None) is not None, where)
 
 
 def mirror_points(batch: Batch, axes: tuple[int, ...]) -> Batch:

@@ -54,7 +54,7 @@ from drivetl.models.checkpoint import (
     plain_builtins,
     read_checkpoint,
 )
-from drivetl.models.tta import check_tta, tta_forward
+from drivetl.models.tta import check_model_tta, tta_forward
 from drivetl.train._finetune_select import ValidationScores, pseudo_label_batch
 from drivetl.train._optim import adamw_warmup_cosine
 from drivetl.train._size_priors import SizeBias, SizeBiasCounter
@@ -209,10 +209,7 @@ class FinetuneModule(pl.LightningModule):
                 "model.recalibrate_sizes needs a head that regresses sizes relative to priors "
                 "(detector init_args.size_priors); this checkpoint's head has none"
             )
-        g = self.model.geometry
-        check_tta(
-            val_tta, g.bounds, getattr(self.model, "camera", None) is not None, where="model.val_tta"
-        )
+        check_model_tta(val_tta, self.model, where="model.val_tta")
         self._teacher: list = []  # a plain list keeps the teacher out of the state dict
         self.scores = ValidationScores(
             list(self.model.classes), val_matcher, recall_distance, score_threshold
@@ -391,8 +388,9 @@ class FinetuneModule(pl.LightningModule):
         b = batch.batch_size
         terms = detection_loss(outputs, batch)
         self.log("val/loss", sum(terms.values()), batch_size=b, sync_dist=True)
-        if self.hparams.val_tta != "none":
-            outputs = tta_forward(self, batch, self.hparams.val_tta)
+        if self.hparams.val_tta != "none":  # the pass as recorded is the one above, not run again
+            plain = outputs
+            outputs = tta_forward(lambda b: plain if b is batch else self(b), batch, self.hparams.val_tta)
         self.scores.update(outputs, batch)
 
     def on_validation_epoch_end(self) -> None:

@@ -304,9 +304,9 @@ def summary_table(report_dir: Path) -> tuple[str, dict[str, Any]]:
     results = {m["name"]: DetectionResult.from_dict(m["result"]) for m in doc["models"]}
     table = comparison_table(results)
     names = {"bev": "BEV IoU (Waymo thresholds)", "distance": "centre distance (2 m)", "iou": "3D IoU"}
-    tta = (doc.get("data") or {}).get("tta_views")
     head = "3D IoU at Waymo's thresholds (vehicle 0.7, pedestrian 0.5)"
-    if tta and (doc.get("data") or {}).get("tta") != "none":
+    tta = (doc.get("data") or {}).get("tta_views")
+    if tta:
         head += f", test-time augmentation: {tta}"
     table = head + ". " + table
     for matcher, res in (doc.get("other_matchers") or {}).items():

@@ -159,11 +159,7 @@ def render_markdown(
             else "every box"
         ),
         f"- matching: {data_info.get('matching')}",
-        *(
-            [f"- test-time augmentation: {data_info.get('tta_views') or data_info['tta']}"]
-            if data_info.get("tta", "none") != "none"
-            else []
-        ),
+        *([f"- test-time augmentation: {data_info['tta_views']}"] if data_info.get("tta_views") else []),
         *([f"- metrics: {next(iter(results.values())).config.describe()}"] if results else []),
         "",
     ]

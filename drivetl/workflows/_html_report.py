@@ -104,8 +104,8 @@ def evaluate_page(
         f"matching: {data_info.get('matching')}",
         f"region: {data_info.get('region') or 'every box'}",
     ]
-    if data_info.get("tta", "none") != "none":
-        data.append(f"test-time augmentation: {data_info.get('tta_views') or data_info['tta']}")
+    if data_info.get("tta_views"):
+        data.append(f"test-time augmentation: {data_info['tta_views']}")
     sections = [("Data", _list(data)), ("Comparison", "".join(markdown_table_html(t) for t in tables))]
     if box_errors:
         header = ["model", "matched", "centre error m", "size error %", "heading error deg"]

@@ -130,7 +130,6 @@ class DemoPlan:
 
         if self.tta not in TTA_MODES:
             raise ConfigError(f"--tta {self.tta!r}: choose one of {', '.join(TTA_MODES)}")
-
         if self.modality not in MODALITIES:
             raise ConfigError(f"--modality {self.modality!r}: choose one of {', '.join(MODALITIES)}")
         if self.fleet_region not in REGIONS:

@@ -29,7 +29,7 @@ from typing import Any, Literal
 from drivetl.data.dataset import BatchSpec
 from drivetl.errors import ConfigError, DataError, DrivetlError, one_line
 from drivetl.eval import DetectionResult, EvalConfig
-from drivetl.models.tta import TTA_VIEWS_TEXT, check_tta
+from drivetl.models.tta import TTA_VIEWS_TEXT, check_model_tta
 from drivetl.workflows._eval_frames import SKIP_HINT, SkippedFrame, check_frames, frame_label
 from drivetl.workflows._evaluate_load import (
     CLASS_ALIASES,
@@ -202,8 +202,7 @@ def evaluate(
         raise ConfigError(f"model names must be distinct, got {[m.name for m in loaded]}; use --name")
     for m in loaded:
         if isinstance(m, LoadedModel):
-            x0, y0, _, x1, y1, _ = m.point_range
-            check_tta(tta, (x0, y0, x1, y1), m.has_camera, where=f"--tta ({m.name})")
+            check_model_tta(tta, m.model, where=f"--tta ({m.name})")
     check_frames(ds, [_spec(m) for m in loaded], labels=not skip_corrupt)
     box_region = _region(loaded) if region == "model" else None
     config = _eval_config(loaded, range_edges, matcher, iou_type)
@@ -231,7 +230,7 @@ def evaluate(
         "classes": list(config.classes),
         "range_edges": config.to_dict()["range_edges"],
         "tta": tta,
-        "tta_views": TTA_VIEWS_TEXT.get(tta, tta),
+        "tta_views": TTA_VIEWS_TEXT[tta] if tta != "none" else None,
     }
     report = EvaluationReport(results={})
     runs: dict[str, ModelRun] = {}

@@ -72,12 +72,11 @@ class _TorchPredictor:
     """A checkpoint (or adapters on their base) run in torch."""
 
     def __init__(self, spec: ModelSpec, device: str, tta: str = "none"):
-        from drivetl.models.tta import check_tta
+        from drivetl.models.tta import check_model_tta
         from drivetl.workflows.export_onnx import file_sha256
 
         self.loaded = load_model(spec)
-        x0, y0, _, x1, y1, _ = self.loaded.point_range
-        check_tta(tta, (x0, y0, x1, y1), self.loaded.has_camera)
+        check_model_tta(tta, self.loaded.model)
         self.tta = tta
         self.model = self.loaded.model.to(device).eval()
         self.device = device
