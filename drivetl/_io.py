@@ -97,7 +97,7 @@ def single_threaded_blas() -> None:
     MKL) keeps one thread per core. A worker's point transforms (``(N, 3) @ (3, 3)`` products of
     tens of thousands of points) then run on every core, and BLAS's waiting threads spin on the
     core the training process computes on: with the demo's one loader worker a pretraining step
-    took a median 0.452 s against 0.353 s with the worker's BLAS on one thread
+    took a median 0.394 s against 0.309 s with the worker's BLAS on one thread
     (`tools/bench_threads.py --compare-blas`). Used by the data pipeline's loader workers and the
     simulator's pool workers.
     """

@@ -130,8 +130,8 @@ def pretrain_config(
     """Supervised pretraining on the source set (the last 10% of frames validate); `paste`: with
     object paste (the LiDAR-only runs; a camera would not see the pasted objects). Torch's threads
     leave a core to each loader worker (``cpu_threads: auto``): with the demo's one worker, whose
-    numpy BLAS runs on one thread, one torch thread took 0.360 s a step against 0.457 s with two
-    (`tools/bench_threads.py --workers 1`)."""
+    numpy BLAS runs on one thread, one torch thread took 0.314 s a step against 0.379 s with two
+    (`tools/bench_threads.py --workers 1`, load 0.56 at the start)."""
     cfg = _trainer(root, steps, max(1, steps // 2), seed)
     cfg["cpu_threads"] = "auto"
     cfg["model"] = {
