@@ -65,6 +65,9 @@ __all__ = ["SELECTION", "FinetuneModule"]
 #: checkpoint key of the self-training teacher's tensors (resumable checkpoints only)
 TEACHER_KEY = "drivetl_teacher"
 
+#: checkpoint key of the raw trainable tensors when the state dict holds their average (`ema_decay`)
+EMA_RAW_KEY = "drivetl_ema_raw"
+
 #: selection criterion -> (monitored metric, mode)
 SELECTION = {"val_ap": ("val/ap", "max"), "label_free": ("val/entropy", "min")}
 
@@ -98,6 +101,11 @@ class FinetuneModule(pl.LightningModule):
     val_tta: the validation AP (and so the selection) scores test-time flips of the validation
         frames (`drivetl.models.tta`: "none", "flip", "double_flip"), as ``drivetl evaluate --tta``
         scores; the validation loss stays one pass.
+    ema_decay: 0 (off) or the decay of an exponential moving average of the trainable tensors
+        (Polyak averaging, as mean-teacher and weight-EMA training keep): updated after every
+        optimizer step with the decay warmed up as min(ema_decay, (1 + n) / (10 + n)) after n
+        updates; validation scores the average and the checkpoints hold it (a resumable checkpoint
+        also holds the raw tensors, under `EMA_RAW_KEY`, so a resumed run continues both).
     lr, weight_decay, warmup_steps: AdamW with warm-up then cosine decay to 5%.
     """
 
@@ -129,6 +137,7 @@ class FinetuneModule(pl.LightningModule):
         start_candidate: bool = True,
         val_matcher: Literal["distance", "iou"] = "distance",
         val_tta: Literal["none", "flip", "double_flip"] = "none",
+        ema_decay: float = 0.0,
         lr: float = 1e-3,
         weight_decay: float = 0.01,
         warmup_steps: int = 20,
@@ -210,6 +219,11 @@ class FinetuneModule(pl.LightningModule):
                 "(detector init_args.size_priors); this checkpoint's head has none"
             )
         check_model_tta(val_tta, self.model, where="model.val_tta")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ConfigError(f"model.ema_decay {ema_decay}: use 0 (off) or a decay below 1, e.g. 0.98")
+        #: running average of the trainable tensors by parameter name (empty: off, or not started)
+        self._ema: dict[str, torch.Tensor] = {}
+        self._ema_updates = 0
         self._teacher: list = []  # a plain list keeps the teacher out of the state dict
         self.scores = ValidationScores(
             list(self.model.classes), val_matcher, recall_distance, score_threshold
@@ -331,10 +345,42 @@ class FinetuneModule(pl.LightningModule):
         self.start_state = {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
 
     def on_train_start(self) -> None:
-        """Log the trainable-parameter count."""
+        """Log the trainable-parameter count; start the weight average (`ema_decay`) from the weights
+        training starts with (after any BatchNorm re-estimation and size recalibration), unless a
+        resumed checkpoint brought it."""
         count = count_parameters(self.model)
         for logger in self.loggers:
             logger.log_metrics(count.as_dict(), step=0)
+        if self.hparams.ema_decay > 0 and not self._ema:
+            self._ema = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+            self._ema_updates = 0
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """The optimizer's step, then the weight average's (`ema_decay`): both before any checkpoint
+        of this step is written."""
+        super().optimizer_step(*args, **kwargs)
+        if not self._ema:
+            return
+        self._ema_updates += 1
+        n = self._ema_updates
+        keep = min(float(self.hparams.ema_decay), (1.0 + n) / (10.0 + n))
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                if name in self._ema:
+                    self._ema[name].lerp_(p.detach(), 1.0 - keep)
+
+    def on_train_end(self) -> None:
+        """The weight average is done: the checkpoints hold it, and the selected one is exported."""
+        self._ema = {}
+
+    def _swap_ema(self) -> None:
+        """Exchange the trainable tensors with their average (twice: back as they were)."""
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                if name in self._ema:
+                    raw = p.detach().clone()
+                    p.copy_(self._ema[name])
+                    self._ema[name] = raw
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         """Keep frozen BatchNorm layers in eval mode."""
@@ -379,8 +425,9 @@ class FinetuneModule(pl.LightningModule):
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        """Start a new accumulation of the validation scores."""
+        """Start a new accumulation of the validation scores (of the weight average, `ema_decay`)."""
         self.scores.reset()
+        self._swap_ema()
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         """Log the validation loss and accumulate AP, recall and entropy."""
@@ -406,6 +453,7 @@ class FinetuneModule(pl.LightningModule):
         for name, value in values.items():
             if not math.isnan(value):
                 self.log(name, value, prog_bar=name in ("val/ap", "val/recall"), sync_dist=False)
+        self._swap_ema()  # training goes on with the raw tensors
 
     # ------------------------------------------------------------------ optimizer
     def configure_optimizers(self):
@@ -425,6 +473,13 @@ class FinetuneModule(pl.LightningModule):
         checkpoint[META_KEY] = self.finetune_metadata()
         if self._teacher and "optimizer_states" in checkpoint:
             checkpoint[TEACHER_KEY] = self._teacher[0].state_dict()
+        if self._ema:  # the average is what the checkpoint's weights are; the raw tensors go beside
+            state = checkpoint["state_dict"]
+            raw = {}
+            for name, avg in self._ema.items():
+                raw[name] = state[f"model.{name}"]
+                state[f"model.{name}"] = avg.detach().clone()
+            checkpoint[EMA_RAW_KEY] = {"tensors": raw, "updates": self._ema_updates}
 
     def finetune_metadata(self) -> dict[str, Any]:
         """``checkpoint["drivetl"]``: `detector_metadata`'s fields (so a fine-tune checkpoint can
@@ -479,6 +534,14 @@ class FinetuneModule(pl.LightningModule):
                 tuple(tuple(r) if r is not None else None for r in recal["log_ratio"]),
                 tuple(recal["pairs"]),
             )
+        raw = checkpoint.get(EMA_RAW_KEY)
+        if raw is not None and self.hparams.ema_decay > 0:
+            # resuming: the state dict holds the average; training continues from the raw tensors
+            state = checkpoint["state_dict"]
+            self._ema = {name: state[f"model.{name}"].detach().clone() for name in raw["tensors"]}
+            self._ema_updates = int(raw["updates"])
+            for name, value in raw["tensors"].items():
+                state[f"model.{name}"] = value
         self._teacher.clear()
         teacher_state = checkpoint.get(TEACHER_KEY)
         if teacher_state is not None:

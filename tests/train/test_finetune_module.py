@@ -342,3 +342,52 @@ def test_a_new_method_is_one_table_row(lidar_ckpt, tmp_path, monkeypatch) -> Non
     torch.save(full, tmp_path / "finetuned.ckpt")
     again = outputs(load_finetuned(tmp_path / "finetuned.ckpt"), b)
     assert all(torch.equal(w, g) for w, g in zip(want, again, strict=True))
+
+
+def test_weight_average_is_validated_saved_and_resumed(lidar_ckpt) -> None:
+    """`ema_decay`: after each optimizer step avg <- avg + (1 - keep) (w - avg), keep = min(decay,
+    (1 + n) / (10 + n)); validation runs on the average and the trainable tensors return after it;
+    a checkpoint's weights are the average with the raw tensors beside them, and loading it gives
+    training the raw tensors back and the average to go on with."""
+    from drivetl.train.finetune import EMA_RAW_KEY
+
+    module = FinetuneModule(pretrained=str(lidar_ckpt), method="lora", load_head=True, ema_decay=0.5)
+    module.on_train_start()
+    names = [n for n, p in module.model.named_parameters() if p.requires_grad]
+    params = dict(module.model.named_parameters())
+    start = {n: params[n].detach().clone() for n in names}
+    opt = torch.optim.SGD([params[n] for n in names], lr=0.1)
+    avg = dict(start)
+    for n_update in (1, 2, 3):
+        for n in names:
+            params[n].grad = torch.full_like(params[n], float(n_update))
+        module.optimizer_step(0, n_update, opt, optimizer_closure=lambda: None)
+        keep = min(0.5, (1 + n_update) / (10 + n_update))
+        avg = {n: avg[n] + (1 - keep) * (params[n].detach() - avg[n]) for n in names}
+    raw = {n: params[n].detach().clone() for n in names}
+    assert all(not torch.allclose(avg[n], raw[n]) for n in names)
+
+    module.on_validation_epoch_start()
+    assert all(torch.allclose(params[n], avg[n], atol=1e-6) for n in names)
+    module._swap_ema()  # what on_validation_epoch_end does after logging the scores
+    assert all(torch.equal(params[n], raw[n]) for n in names)
+
+    ckpt = {"state_dict": module.state_dict(), "optimizer_states": []}
+    module.on_save_checkpoint(ckpt)
+    assert all(torch.allclose(ckpt["state_dict"][f"model.{n}"], avg[n], atol=1e-6) for n in names)
+    assert all(torch.equal(ckpt[EMA_RAW_KEY]["tensors"][n], raw[n]) for n in names)
+    assert ckpt[EMA_RAW_KEY]["updates"] == 3
+
+    again = FinetuneModule(pretrained=str(lidar_ckpt), method="lora", load_head=True, ema_decay=0.5)
+    again.on_load_checkpoint(ckpt)
+    again.load_state_dict(ckpt["state_dict"])
+    now = dict(again.model.named_parameters())
+    assert all(torch.equal(now[n], raw[n]) for n in names)
+    assert again._ema_updates == 3
+    assert all(torch.allclose(again._ema[n], avg[n], atol=1e-6) for n in names)
+    again.on_train_end()  # the average ends with training: later checkpoints (the export) hold the weights
+    plain = {"state_dict": again.state_dict()}
+    again.on_save_checkpoint(plain)
+    assert EMA_RAW_KEY not in plain and torch.equal(plain["state_dict"][f"model.{names[0]}"], raw[names[0]])
+    with pytest.raises(ConfigError, match="ema_decay"):
+        FinetuneModule(pretrained=str(lidar_ckpt), method="lora", ema_decay=1.0)

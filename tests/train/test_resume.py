@@ -16,7 +16,7 @@ from drivetl.data.formats.team import TeamWriter
 from drivetl.data.formats.team._example import write_example_team
 from drivetl.train._resume import AtomicCheckpointIO, random_state, set_random_state
 from drivetl.train.cli import FinetuneCLI, PretrainCLI
-from drivetl.train.finetune import TEACHER_KEY
+from drivetl.train.finetune import EMA_RAW_KEY, TEACHER_KEY
 
 from .conftest import save_pretrained
 
@@ -294,3 +294,25 @@ def test_resumed_self_training_ends_with_the_uninterrupted_runs_weights(
     assert state["global_step"] == 3 and TEACHER_KEY in state
     assert _finetune(pretrained, team8, tmp_path / "killed", 5, "--ckpt_path", "last") == 0
     _assert_same_weights(_weights(tmp_path / "whole"), _weights(tmp_path / "killed"))
+
+
+def test_resumed_finetuning_with_a_weight_average_ends_with_the_uninterrupted_runs_weights(
+    team8: Path, pretrained: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """`ema_decay` on (validation every 2 steps scores the average), killed mid-epoch after step 3
+    and resumed: the same average and the same raw tensors, to the bit."""
+    args = ("--model.ema_decay", "0.9", "--trainer.val_check_interval", "2")
+    assert _finetune(pretrained, team8, tmp_path / "whole", 5, *args) == 0
+    with monkeypatch.context() as m:
+        _kill_after(m, FinetuneCLI, 3)
+        with pytest.raises(Killed):
+            _finetune(pretrained, team8, tmp_path / "killed", 5, *args)
+    state = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 3 and state[EMA_RAW_KEY]["updates"] == 3
+    assert _finetune(pretrained, team8, tmp_path / "killed", 5, *args, "--ckpt_path", "last") == 0
+    whole = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=True)
+    resumed = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)
+    _assert_same_weights(whole["state_dict"], resumed["state_dict"])
+    _assert_same_weights(whole[EMA_RAW_KEY]["tensors"], resumed[EMA_RAW_KEY]["tensors"])
+    raw = whole[EMA_RAW_KEY]["tensors"]
+    assert any(not torch.equal(whole["state_dict"][f"model.{n}"], v) for n, v in raw.items())

@@ -175,6 +175,9 @@ def test_tiny_demo_end_to_end(tmp_path) -> None:
     }
     assert written["adapt"]["model"]["init_args"]["lr"] == cfg.FINETUNE_LR < cfg.SCRATCH_LR
     assert written["scratch"]["model"]["init_args"]["lr"] == cfg.SCRATCH_LR
+    # both fine-tuning runs validate and export their weight average, the same recipe
+    decays = {written[k]["model"]["init_args"]["ema_decay"] for k in ("adapt", "scratch")}
+    assert decays == {cfg.FINETUNE_EMA} and cfg.FINETUNE_EMA > 0
     assert written["pretrain"]["cpu_threads"] == "auto" and "cpu_threads" not in written["adapt"]
     # the source streets follow the source region, the fleet's the fleet region
     sources = [p.name for p in (out / "source").glob("*.tfrecord")]
