@@ -225,6 +225,7 @@ class FinetuneModule(pl.LightningModule):
         self._ema: dict[str, torch.Tensor] = {}
         self._ema_updates = 0
         self._teacher: list = []  # a plain list keeps the teacher out of the state dict
+        self._teacher_epoch: int | None = None  # the epoch the teacher was taken for
         self.scores = ValidationScores(
             list(self.model.classes), val_matcher, recall_distance, score_threshold
         )
@@ -383,14 +384,20 @@ class FinetuneModule(pl.LightningModule):
                     self._ema[name] = raw
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        """Keep frozen BatchNorm layers in eval mode."""
+        """Keep frozen BatchNorm layers in eval mode; at an epoch's first batch take its teacher."""
         # Lightning puts the whole model back in train mode after each validation (also mid-epoch):
         # keep frozen BatchNorm layers on their pretrained / re-estimated statistics
         frozen_norms_eval(self.model)
+        if self._teacher_epoch != self.current_epoch:
+            self._take_teacher()
 
-    def on_train_epoch_start(self) -> None:
-        """Take the self-training teacher (a frozen copy) once its start epoch is reached."""
+    def _take_teacher(self) -> None:
+        """The self-training teacher of the current epoch: a frozen copy of the model, once the
+        start epoch is reached. Taken at the epoch's first batch rather than in
+        ``on_train_epoch_start``, which Lightning does not call for the epoch a run resumed from a
+        checkpoint written at the end of the one before starts."""
         self._teacher.clear()
+        self._teacher_epoch = self.current_epoch
         if self.hparams.self_training and self.current_epoch >= self.hparams.self_training_start_epoch:
             teacher = copy.deepcopy(self.model).eval()
             teacher.requires_grad_(False)
@@ -543,6 +550,9 @@ class FinetuneModule(pl.LightningModule):
             for name, value in raw["tensors"].items():
                 state[f"model.{name}"] = value
         self._teacher.clear()
+        # the checkpoint's teacher (or none) belongs to the epoch it was written in: a run resumed
+        # part-way through that epoch labels with it, one resumed at the next epoch takes a new one
+        self._teacher_epoch = int(checkpoint["epoch"]) if "epoch" in checkpoint else None
         teacher_state = checkpoint.get(TEACHER_KEY)
         if teacher_state is not None:
             teacher = copy.deepcopy(self.model).eval()

@@ -280,18 +280,21 @@ def _finetune(pretrained: Path, fleet: Path, run: Path, steps: int, *extra: str)
     ])
 
 
+@pytest.mark.parametrize("kill", [3, 4], ids=["mid-epoch", "epoch-end"])
 def test_resumed_self_training_ends_with_the_uninterrupted_runs_weights(
-    team8: Path, pretrained: Path, tmp_path: Path, monkeypatch
+    team8: Path, pretrained: Path, tmp_path: Path, monkeypatch, kill: int
 ) -> None:
     """LoRA (dropout on) with self-training from epoch 0: labeled batches (2 per epoch) beside
-    unlabeled ones (cycled), pseudo-labels from the epoch's teacher; killed mid-epoch and resumed."""
+    unlabeled ones (cycled), pseudo-labels from the epoch's teacher; killed mid-epoch, or after the
+    last batch of an epoch (the resumed run starts the next epoch, whose teacher it must take anew:
+    Lightning calls no ``on_train_epoch_start`` for it), and resumed."""
     assert _finetune(pretrained, team8, tmp_path / "whole", 5) == 0
     with monkeypatch.context() as m:
-        _kill_after(m, FinetuneCLI, 3)
+        _kill_after(m, FinetuneCLI, kill)
         with pytest.raises(Killed):
             _finetune(pretrained, team8, tmp_path / "killed", 5)
     state = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert state["global_step"] == 3 and TEACHER_KEY in state
+    assert state["global_step"] == kill and TEACHER_KEY in state
     assert _finetune(pretrained, team8, tmp_path / "killed", 5, "--ckpt_path", "last") == 0
     _assert_same_weights(_weights(tmp_path / "whole"), _weights(tmp_path / "killed"))
 
