@@ -299,19 +299,20 @@ def test_resumed_self_training_ends_with_the_uninterrupted_runs_weights(
     _assert_same_weights(_weights(tmp_path / "whole"), _weights(tmp_path / "killed"))
 
 
+@pytest.mark.parametrize("kill", [3, 4], ids=["mid-epoch", "epoch-end"])
 def test_resumed_finetuning_with_a_weight_average_ends_with_the_uninterrupted_runs_weights(
-    team8: Path, pretrained: Path, tmp_path: Path, monkeypatch
+    team8: Path, pretrained: Path, tmp_path: Path, monkeypatch, kill: int
 ) -> None:
-    """`ema_decay` on (validation every 2 steps scores the average), killed mid-epoch after step 3
-    and resumed: the same average and the same raw tensors, to the bit."""
+    """`ema_decay` on (validation every 2 steps scores the average), killed after step 3 (mid-epoch)
+    or 4 (an epoch's end) and resumed: the same average and the same raw tensors, to the bit."""
     args = ("--model.ema_decay", "0.9", "--trainer.val_check_interval", "2")
     assert _finetune(pretrained, team8, tmp_path / "whole", 5, *args) == 0
     with monkeypatch.context() as m:
-        _kill_after(m, FinetuneCLI, 3)
+        _kill_after(m, FinetuneCLI, kill)
         with pytest.raises(Killed):
             _finetune(pretrained, team8, tmp_path / "killed", 5, *args)
     state = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert state["global_step"] == 3 and state[EMA_RAW_KEY]["updates"] == 3
+    assert state["global_step"] == kill and state[EMA_RAW_KEY]["updates"] == kill
     assert _finetune(pretrained, team8, tmp_path / "killed", 5, *args, "--ckpt_path", "last") == 0
     whole = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=True)
     resumed = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)
