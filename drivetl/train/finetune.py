@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.trainer.states import TrainerFn
 
 from drivetl.data.collate import Batch
 from drivetl.data.dataset import BASE_COLUMNS, BatchSpec
@@ -525,6 +526,11 @@ class FinetuneModule(pl.LightningModule):
         )
         return meta
 
+    def _resuming(self) -> bool:
+        """True while a trainer fits this module (a checkpoint loaded now resumes training); False
+        when the module is only loaded, whose weights should stay the checkpoint's average."""
+        return self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore what the metadata records of the run (norms re-estimated, rigs trained on) and the
         self-training teacher (a resumed epoch does not start again, so it takes none itself)."""
@@ -542,11 +548,13 @@ class FinetuneModule(pl.LightningModule):
                 tuple(recal["pairs"]),
             )
         raw = checkpoint.get(EMA_RAW_KEY)
-        if raw is not None and self.hparams.ema_decay > 0:
-            # resuming: the state dict holds the average; training continues from the raw tensors
+        if raw is not None and self._resuming():
+            # the state dict holds the average; training continues from the raw tensors (which the
+            # optimizer state belongs to), and averaging goes on when the run still asks for it
             state = checkpoint["state_dict"]
-            self._ema = {name: state[f"model.{name}"].detach().clone() for name in raw["tensors"]}
-            self._ema_updates = int(raw["updates"])
+            if self.hparams.ema_decay > 0:
+                self._ema = {name: state[f"model.{name}"].detach().clone() for name in raw["tensors"]}
+                self._ema_updates = int(raw["updates"])
             for name, value in raw["tensors"].items():
                 state[f"model.{name}"] = value
         self._teacher.clear()

@@ -347,8 +347,9 @@ def test_a_new_method_is_one_table_row(lidar_ckpt, tmp_path, monkeypatch) -> Non
 def test_weight_average_is_validated_saved_and_resumed(lidar_ckpt) -> None:
     """`ema_decay`: after each optimizer step avg <- avg + (1 - keep) (w - avg), keep = min(decay,
     (1 + n) / (10 + n)); validation runs on the average and the trainable tensors return after it;
-    a checkpoint's weights are the average with the raw tensors beside them, and loading it gives
-    training the raw tensors back and the average to go on with."""
+    a checkpoint's weights are the average with the raw tensors beside them; loaded outside training
+    it gives the average, resumed it gives training the raw tensors back and the average to go on
+    with."""
     from drivetl.train.finetune import EMA_RAW_KEY
 
     module = FinetuneModule(pretrained=str(lidar_ckpt), method="lora", load_head=True, ema_decay=0.5)
@@ -378,7 +379,17 @@ def test_weight_average_is_validated_saved_and_resumed(lidar_ckpt) -> None:
     assert all(torch.equal(ckpt[EMA_RAW_KEY]["tensors"][n], raw[n]) for n in names)
     assert ckpt[EMA_RAW_KEY]["updates"] == 3
 
+    # loaded outside training (no trainer fitting it): the weights are the average
+    loaded = FinetuneModule(pretrained=str(lidar_ckpt), method="lora", load_head=True, ema_decay=0.5)
+    plain_ckpt = {k: (dict(v) if k == "state_dict" else v) for k, v in ckpt.items()}
+    loaded.on_load_checkpoint(plain_ckpt)
+    loaded.load_state_dict(plain_ckpt["state_dict"])
+    now = dict(loaded.model.named_parameters())
+    assert all(torch.allclose(now[n], avg[n], atol=1e-6) for n in names) and not loaded._ema
+
+    # resumed by a trainer: training goes on from the raw tensors, averaging from the saved average
     again = FinetuneModule(pretrained=str(lidar_ckpt), method="lora", load_head=True, ema_decay=0.5)
+    again._resuming = lambda: True
     again.on_load_checkpoint(ckpt)
     again.load_state_dict(ckpt["state_dict"])
     now = dict(again.model.named_parameters())
