@@ -59,6 +59,7 @@ from drivetl.models.tta import check_model_tta, tta_forward
 from drivetl.train._finetune_select import ValidationScores, pseudo_label_batch
 from drivetl.train._optim import adamw_warmup_cosine
 from drivetl.train._size_priors import SizeBias, SizeBiasCounter
+from drivetl.train._weight_average import WeightAverage
 from drivetl.train.losses import detection_loss
 
 __all__ = ["SELECTION", "FinetuneModule"]
@@ -102,11 +103,10 @@ class FinetuneModule(pl.LightningModule):
     val_tta: the validation AP (and so the selection) scores test-time flips of the validation
         frames (`drivetl.models.tta`: "none", "flip", "double_flip"), as ``drivetl evaluate --tta``
         scores; the validation loss stays one pass.
-    ema_decay: 0 (off) or the decay of an exponential moving average of the trainable tensors
-        (Polyak averaging, as mean-teacher and weight-EMA training keep): updated after every
-        optimizer step with the decay warmed up as min(ema_decay, (1 + n) / (10 + n)) after n
-        updates; validation scores the average and the checkpoints hold it (a resumable checkpoint
-        also holds the raw tensors, under `EMA_RAW_KEY`, so a resumed run continues both).
+    ema_decay: 0 (off) or the decay of a running average of the trainable tensors
+        (`drivetl.train._weight_average.WeightAverage`, updated after every optimizer step);
+        validation scores the average and the checkpoints hold it, with the raw tensors beside
+        them under `EMA_RAW_KEY`, so a resumed run continues both.
     lr, weight_decay, warmup_steps: AdamW with warm-up then cosine decay to 5%.
     """
 
@@ -220,11 +220,8 @@ class FinetuneModule(pl.LightningModule):
                 "(detector init_args.size_priors); this checkpoint's head has none"
             )
         check_model_tta(val_tta, self.model, where="model.val_tta")
-        if not 0.0 <= ema_decay < 1.0:
-            raise ConfigError(f"model.ema_decay {ema_decay}: use 0 (off) or a decay below 1, e.g. 0.98")
-        #: running average of the trainable tensors by parameter name (empty: off, or not started)
-        self._ema: dict[str, torch.Tensor] = {}
-        self._ema_updates = 0
+        #: the running average of the trainable tensors (`ema_decay`; inactive when 0)
+        self.weight_average = WeightAverage(ema_decay, where="model.ema_decay")
         self._teacher: list = []  # a plain list keeps the teacher out of the state dict
         self._teacher_epoch: int | None = None  # the epoch the teacher was taken for
         self.scores = ValidationScores(
@@ -353,36 +350,17 @@ class FinetuneModule(pl.LightningModule):
         count = count_parameters(self.model)
         for logger in self.loggers:
             logger.log_metrics(count.as_dict(), step=0)
-        if self.hparams.ema_decay > 0 and not self._ema:
-            self._ema = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
-            self._ema_updates = 0
+        self.weight_average.start(self.model)  # not when a resumed checkpoint brought it
 
     def optimizer_step(self, *args, **kwargs) -> None:
         """The optimizer's step, then the weight average's (`ema_decay`): both before any checkpoint
         of this step is written."""
         super().optimizer_step(*args, **kwargs)
-        if not self._ema:
-            return
-        self._ema_updates += 1
-        n = self._ema_updates
-        keep = min(float(self.hparams.ema_decay), (1.0 + n) / (10.0 + n))
-        with torch.no_grad():
-            for name, p in self.model.named_parameters():
-                if name in self._ema:
-                    self._ema[name].lerp_(p.detach(), 1.0 - keep)
+        self.weight_average.update(self.model)
 
     def on_train_end(self) -> None:
         """The weight average is done: the checkpoints hold it, and the selected one is exported."""
-        self._ema = {}
-
-    def _swap_ema(self) -> None:
-        """Exchange the trainable tensors with their average (twice: back as they were)."""
-        with torch.no_grad():
-            for name, p in self.model.named_parameters():
-                if name in self._ema:
-                    raw = p.detach().clone()
-                    p.copy_(self._ema[name])
-                    self._ema[name] = raw
+        self.weight_average.stop()
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         """Keep frozen BatchNorm layers in eval mode; at an epoch's first batch take its teacher."""
@@ -435,7 +413,7 @@ class FinetuneModule(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         """Start a new accumulation of the validation scores (of the weight average, `ema_decay`)."""
         self.scores.reset()
-        self._swap_ema()
+        self.weight_average.swap(self.model)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         """Log the validation loss and accumulate AP, recall and entropy."""
@@ -461,7 +439,7 @@ class FinetuneModule(pl.LightningModule):
         for name, value in values.items():
             if not math.isnan(value):
                 self.log(name, value, prog_bar=name in ("val/ap", "val/recall"), sync_dist=False)
-        self._swap_ema()  # training goes on with the raw tensors
+        self.weight_average.swap(self.model)  # training goes on with the raw tensors
 
     # ------------------------------------------------------------------ optimizer
     def configure_optimizers(self):
@@ -481,13 +459,9 @@ class FinetuneModule(pl.LightningModule):
         checkpoint[META_KEY] = self.finetune_metadata()
         if self._teacher and "optimizer_states" in checkpoint:
             checkpoint[TEACHER_KEY] = self._teacher[0].state_dict()
-        if self._ema:  # the average is what the checkpoint's weights are; the raw tensors go beside
-            state = checkpoint["state_dict"]
-            raw = {}
-            for name, avg in self._ema.items():
-                raw[name] = state[f"model.{name}"]
-                state[f"model.{name}"] = avg.detach().clone()
-            checkpoint[EMA_RAW_KEY] = {"tensors": raw, "updates": self._ema_updates}
+        raw = self.weight_average.save(checkpoint["state_dict"], prefix="model.")
+        if raw is not None:  # the average is what the checkpoint's weights are; the raw tensors beside
+            checkpoint[EMA_RAW_KEY] = raw
 
     def finetune_metadata(self) -> dict[str, Any]:
         """``checkpoint["drivetl"]``: `detector_metadata`'s fields (so a fine-tune checkpoint can
@@ -551,12 +525,7 @@ class FinetuneModule(pl.LightningModule):
         if raw is not None and self._resuming():
             # the state dict holds the average; training continues from the raw tensors (which the
             # optimizer state belongs to), and averaging goes on when the run still asks for it
-            state = checkpoint["state_dict"]
-            if self.hparams.ema_decay > 0:
-                self._ema = {name: state[f"model.{name}"].detach().clone() for name in raw["tensors"]}
-                self._ema_updates = int(raw["updates"])
-            for name, value in raw["tensors"].items():
-                state[f"model.{name}"] = value
+            self.weight_average.restore(checkpoint["state_dict"], raw, prefix="model.")
         self._teacher.clear()
         # the checkpoint's teacher (or none) belongs to the epoch it was written in: a run resumed
         # part-way through that epoch labels with it, one resumed at the next epoch takes a new one

@@ -370,7 +370,7 @@ def test_weight_average_is_validated_saved_and_resumed(lidar_ckpt) -> None:
 
     module.on_validation_epoch_start()
     assert all(torch.allclose(params[n], avg[n], atol=1e-6) for n in names)
-    module._swap_ema()  # what on_validation_epoch_end does after logging the scores
+    module.weight_average.swap(module.model)  # what on_validation_epoch_end does after logging the scores
     assert all(torch.equal(params[n], raw[n]) for n in names)
 
     ckpt = {"state_dict": module.state_dict(), "optimizer_states": []}
@@ -385,7 +385,7 @@ def test_weight_average_is_validated_saved_and_resumed(lidar_ckpt) -> None:
     loaded.on_load_checkpoint(plain_ckpt)
     loaded.load_state_dict(plain_ckpt["state_dict"])
     now = dict(loaded.model.named_parameters())
-    assert all(torch.allclose(now[n], avg[n], atol=1e-6) for n in names) and not loaded._ema
+    assert all(torch.allclose(now[n], avg[n], atol=1e-6) for n in names) and not loaded.weight_average.active
 
     # resumed by a trainer: training goes on from the raw tensors, averaging from the saved average
     again = FinetuneModule(pretrained=str(lidar_ckpt), method="lora", load_head=True, ema_decay=0.5)
@@ -394,8 +394,8 @@ def test_weight_average_is_validated_saved_and_resumed(lidar_ckpt) -> None:
     again.load_state_dict(ckpt["state_dict"])
     now = dict(again.model.named_parameters())
     assert all(torch.equal(now[n], raw[n]) for n in names)
-    assert again._ema_updates == 3
-    assert all(torch.allclose(again._ema[n], avg[n], atol=1e-6) for n in names)
+    assert again.weight_average.updates == 3
+    assert all(torch.allclose(again.weight_average.tensors[n], avg[n], atol=1e-6) for n in names)
     again.on_train_end()  # the average ends with training: later checkpoints (the export) hold the weights
     plain = {"state_dict": again.state_dict()}
     again.on_save_checkpoint(plain)
