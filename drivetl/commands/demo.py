@@ -49,16 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the region whose object sizes and street layout the fleet's streets follow (default "
         f"{FLEET_REGION}; the source is {SOURCE_REGION}, as Waymo's cities)",
     )
-    from drivetl.models.tta import TTA_MODES
+    from drivetl.commands._tta import add_tta_argument
     from drivetl.workflows.demo import EVAL_TTA
 
-    parser.add_argument(
-        "--tta",
-        choices=tuple(TTA_MODES),
-        default=EVAL_TTA,
-        help="test-time augmentation of the LiDAR-only evaluation (default "
-        f"{EVAL_TTA}: each test frame also mirrored left to right, front to back and both, the output "
-        "maps averaged); the one-pass figures are reported beside them",
+    add_tta_argument(
+        parser, EVAL_TTA, "the LiDAR-only evaluation; the one-pass figures are reported beside it"
     )
     parser.add_argument(
         "--force",

@@ -88,16 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--render-frames", type=int, default=3, help="frames drawn in bird's-eye view (default 3)"
     )
     parser.add_argument("--score-threshold", type=float, default=0.05, help="decoding score threshold (0.05)")
-    from drivetl.models.tta import TTA_MODES
+    from drivetl.commands._tta import add_tta_argument
 
-    parser.add_argument(
-        "--tta",
-        choices=tuple(TTA_MODES),
-        default="none",
-        help="test-time augmentation: also predict each frame mirrored left to right (flip), or also "
-        "front to back and both (double_flip, CenterPoint's), and average the output maps; "
-        "LiDAR-only models with a grid symmetric about the vehicle (default none)",
-    )
+    add_tta_argument(parser, "none", "every --ckpt model, LiDAR-only with a grid symmetric about the vehicle")
 
 
 def run(args: argparse.Namespace) -> int:

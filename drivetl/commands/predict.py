@@ -47,14 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--overwrite", action="store_true", help="predict every frame again")
-    from drivetl.models.tta import TTA_MODES
+    from drivetl.commands._tta import add_tta_argument
 
-    parser.add_argument(
-        "--tta",
-        choices=tuple(TTA_MODES),
-        default="none",
-        help="test-time augmentation of a --ckpt model, as drivetl evaluate --tta (default none)",
-    )
+    add_tta_argument(parser, "none", "a --ckpt model, as drivetl evaluate --tta")
 
 
 def run(args: argparse.Namespace) -> int:
