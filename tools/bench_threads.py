@@ -15,10 +15,16 @@ With `--compare-blas` both run ``--cpu_threads auto`` and differ in the loader w
   ours      `drivetl.data.dataset.worker_init`: numpy's BLAS on one thread in each worker (torch's
             own pool is on one thread there already).
 
+With `--compare-precision` both run ``--cpu_threads auto`` with the workers' BLAS on one thread:
+  baseline  float32 (``trainer.precision: 32-true``);
+  ours      bf16 autocast on the CPU (``trainer.precision: bf16-mixed``), which pays where the CPU
+            has bf16 matrix instructions (AMX, AVX512-BF16).
+
 Usage:
   python tools/bench_threads.py --data DEMO/source            # a finished demo's source folder
   python tools/bench_threads.py --data DEMO/source --workers 1 --compare-blas
   python tools/bench_threads.py --data DEMO/fleet --config DEMO/configs/adapt.yaml
+  python tools/bench_threads.py --data DEMO/source --workers 1 --compare-precision
 """
 
 from __future__ import annotations
@@ -62,10 +68,12 @@ def _modules(args):
 
 
 def _block(
-    module, dm, weights, opt, threads: int, steps: int, warmup: int, blas_one: bool = True
+    module, dm, weights, opt, threads: int, steps: int, warmup: int, blas_one: bool = True,
+    bf16: bool = False,
 ) -> list[float]:
     """Seconds of each timed training step with `threads` torch threads (a fresh loader; `blas_one`:
-    its workers run numpy's BLAS on one thread, as the data modules' loaders do)."""
+    its workers run numpy's BLAS on one thread, as the data modules' loaders do; `bf16`: forward and
+    losses under bf16 autocast)."""
     from torch.utils.data import DataLoader
 
     torch.set_num_threads(threads)
@@ -84,8 +92,9 @@ def _block(
     start = time.perf_counter()
     for i in range(warmup + steps):
         batch = next(it)
-        outputs = module(batch)
-        loss, _ = total_loss(outputs, batch, weights)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            outputs = module(batch)
+            loss, _ = total_loss(outputs, batch, weights)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -109,6 +118,10 @@ def main() -> None:
         "--compare-blas", action="store_true",
         help="baseline: the workers' BLAS at its default threads; ours: on one thread (both auto threads)",
     )
+    ap.add_argument(
+        "--compare-precision", action="store_true",
+        help="baseline: float32; ours: bf16 autocast (both auto threads, the workers' BLAS on one thread)",
+    )
     args = ap.parse_args()
     load = os.getloadavg()
     default = torch.get_num_threads()
@@ -120,15 +133,18 @@ def main() -> None:
         f"{args.workers} loader workers; threads: baseline {default}, auto {auto}"
     )
     if args.compare_blas:
-        plans = {"baseline": (auto, False), "ours": (auto, True)}
+        plans = {"baseline": (auto, False, False), "ours": (auto, True, False)}
         what = {"baseline": "workers' BLAS at its default threads", "ours": "workers' BLAS on one thread"}
+    elif args.compare_precision:
+        plans = {"baseline": (auto, True, False), "ours": (auto, True, True)}
+        what = {"baseline": "float32", "ours": "bf16 autocast"}
     else:
-        plans = {"baseline": (default, True), "ours": (auto, True)}
+        plans = {"baseline": (default, True, False), "ours": (auto, True, False)}
         what = {"baseline": f"{default} threads", "ours": f"{auto} threads, --cpu_threads auto"}
     runs: dict[str, list[float]] = {"baseline": [], "ours": []}
     for b in range(args.blocks):
-        for name, (threads, blas_one) in plans.items():
-            t = _block(module, dm, weights, opt, threads, args.steps, args.warmup, blas_one)
+        for name, (threads, blas_one, bf16) in plans.items():
+            t = _block(module, dm, weights, opt, threads, args.steps, args.warmup, blas_one, bf16)
             runs[name] += t
             print(f"  block {b + 1} {name:<8} ({what[name]}): median {statistics.median(t):.3f} s/step")
     torch.set_num_threads(default)
