@@ -146,17 +146,18 @@ def _check_resume(out: Path, manifest: dict[str, Any], overwrite: bool) -> None:
     old = read_manifest(out)
     if old is None or overwrite:
         return
-    same_model = old.get("model", {}).get("sha256") == manifest["model"]["sha256"]
-    same_threshold = old.get("score_threshold") == manifest["score_threshold"]
-    same_tta = old.get("tta", "none") == manifest["tta"]
-    if not (same_model and same_threshold and same_tta):
-        what = (
-            "another model"
-            if not same_model
-            else f"score threshold {old.get('score_threshold')}"
-            if not same_threshold
-            else f"test-time augmentation {old.get('tta', 'none')}"
+    differs = [
+        what
+        for same, what in (
+            (old.get("model", {}).get("sha256") == manifest["model"]["sha256"], "another model"),
+            (old.get("score_threshold") == manifest["score_threshold"],
+             f"score threshold {old.get('score_threshold')}"),
+            (old.get("tta", "none") == manifest["tta"], f"test-time augmentation {old.get('tta', 'none')}"),
         )
+        if not same
+    ]
+    if differs:
+        what = differs[0]
         raise DataError(
             f"{out / MANIFEST}: this folder holds predictions of {what}; pass a new --out, the same "
             "model, threshold and --tta to resume, or --overwrite"
